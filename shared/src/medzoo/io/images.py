@@ -1,0 +1,202 @@
+"""2D image reading: PNG/JPEG/BMP/TIFF (Pillow), DICOM (pydicom) and MHA/NRRD (SimpleITK)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medzoo.errors import MedzooDataError
+
+__all__ = ["Image2D", "is_dicom_file", "read_image"]
+
+_PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+_ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
+_DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+@dataclass(frozen=True)
+class Image2D:
+    """A 2D image with its physical pixel size.
+
+    Attributes:
+        array: (H, W) grey or (H, W, C) colour, in the file's native dtype (uint8, uint16, ...), except DICOM
+            with a RescaleSlope/RescaleIntercept, which is float32 in the modality's units (e.g. HU).
+            Row 0 is the top of the image; a landmark (x, y) indexes ``array[y, x]``.
+        spacing: (row, col) mm per pixel, i.e. the distance between rows and between columns; ``None``
+            means UNKNOWN (PNG/JPEG/BMP/TIFF never claim a spacing: their DPI tags are not physical).
+        path: the file it was read from.
+    """
+
+    array: np.ndarray
+    spacing: tuple[float, float] | None
+    path: Path
+
+
+def is_dicom_file(path: str | os.PathLike) -> bool:
+    """True if ``path`` is a file with the DICOM Part 10 magic (``DICM`` after the 128-byte preamble)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def read_image(path: str | os.PathLike) -> Image2D:
+    """Read a 2D image: PNG, JPEG, BMP, TIFF (8/16 bit), DICOM (.dcm or DICOM magic) or MHA/NRRD.
+
+    DICOM: MONOCHROME1 is inverted so that larger values are brighter (as MONOCHROME2), then
+    RescaleSlope/RescaleIntercept are applied (result float32); spacing comes from PixelSpacing, else
+    ImagerPixelSpacing (the detector plane, not corrected for magnification), else unknown.
+    MHA/NRRD: spacing from the header. Other formats: spacing unknown (``None``).
+
+    Raises:
+        MedzooDataError: missing, truncated, corrupt or non-image file, DICOM without pixel data,
+            multi-frame or 3D data (use ``read_volume``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MedzooDataError(path, "no such file" if not path.exists() else "a folder", "an image file")
+    suffix = path.suffix.lower()
+    if suffix in _DICOM_SUFFIXES or is_dicom_file(path):
+        return _read_dicom_image(path)
+    if suffix in _ITK_SUFFIXES:
+        return _read_itk_image(path)
+    return _read_pil_image(path)
+
+
+def _read_pil_image(path: Path) -> Image2D:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()  # decode now so that truncation surfaces here, not later
+                array = _pil_to_array(image)
+    except UnidentifiedImageError as err:
+        raise MedzooDataError(
+            path, "a file that is not a readable image", "PNG, JPEG, BMP, TIFF, DICOM, MHA or NRRD"
+        ) from err
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as err:
+        raise MedzooDataError(path, f"a corrupt or truncated image ({err})", "a complete image file") from err
+    return Image2D(array=array, spacing=None, path=path)
+
+
+def _pil_to_array(image) -> np.ndarray:
+    """Convert a Pillow image to (H, W) or (H, W, C) in its native bit depth."""
+    mode = image.mode
+    if mode in ("L", "RGB", "RGBA", "I;16", "F", "LA"):
+        return np.asarray(image).copy()
+    if mode in ("I;16B", "I;16L", "I;16N"):
+        return np.asarray(image).astype(np.uint16)
+    if mode == "I":
+        array = np.asarray(image)
+        # Some 16-bit files decode to 32-bit "I"; keep uint16 when the values fit.
+        if array.size and array.min() >= 0 and array.max() <= np.iinfo(np.uint16).max:
+            return array.astype(np.uint16)
+        return array.copy()
+    if mode == "1":
+        return np.asarray(image.convert("L")).copy()
+    if mode == "P":
+        if "transparency" in image.info:
+            return np.asarray(image.convert("RGBA")).copy()
+        rgb = np.asarray(image.convert("RGB"))
+        # Palette files with a grey palette (common for 8-bit BMP) are grey images.
+        if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+            return rgb[..., 0].copy()
+        return rgb.copy()
+    return np.asarray(image.convert("RGB")).copy()  # CMYK, YCbCr, LAB, ...
+
+
+def _dicom_spacing(ds) -> tuple[float, float] | None:
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        if value is not None and len(value) == 2:
+            spacing = (float(value[0]), float(value[1]))
+            if all(np.isfinite(s) and s > 0 for s in spacing):
+                return spacing
+    return None
+
+
+def dicom_pixels(ds, path: Path) -> np.ndarray:
+    """Pixel data of one DICOM dataset: MONOCHROME1 inverted, then rescaled (float32) if tagged.
+
+    MONOCHROME1 inversion maps stored value s to ``min + max - s`` over the stored range given by
+    BitsStored and PixelRepresentation, which is the standard inversion and keeps the dtype. Applying it
+    before the linear rescale is equivalent to inverting the rescaled range.
+    """
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise MedzooDataError(path, "a DICOM file without pixel data", "a DICOM image with PixelData")
+    try:
+        array = ds.pixel_array
+    except Exception as err:  # pydicom raises many types for bad/unsupported pixel data
+        raise MedzooDataError(
+            path, f"DICOM pixel data that cannot be decoded ({type(err).__name__}: {err})", "decodable pixels"
+        ) from err
+    if ds.get("PhotometricInterpretation") == "MONOCHROME1":
+        bits = int(ds.get("BitsStored", array.dtype.itemsize * 8))
+        if int(ds.get("PixelRepresentation", 0)) == 1:
+            low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+        else:
+            low, high = 0, 2**bits - 1
+        array = (low + high - array.astype(np.int64)).astype(array.dtype)
+    slope = ds.get("RescaleSlope")
+    intercept = ds.get("RescaleIntercept")
+    if slope is not None or intercept is not None:
+        slope = 1.0 if slope is None else float(slope)
+        intercept = 0.0 if intercept is None else float(intercept)
+        array = (array.astype(np.float64) * slope + intercept).astype(np.float32)
+    return array
+
+
+def _read_dicom_image(path: Path) -> Image2D:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(path)
+    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as err:
+        raise MedzooDataError(
+            path,
+            f"a corrupt or truncated DICOM file ({err})",
+            "a valid DICOM file",
+        ) from err
+    array = dicom_pixels(ds, path)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1))
+    if frames > 1 or array.ndim > (3 if samples > 1 else 2):
+        raise MedzooDataError(
+            path, f"a multi-frame DICOM of shape {array.shape}", "a single 2D frame (use read_volume for 3D)"
+        )
+    return Image2D(array=array, spacing=_dicom_spacing(ds), path=path)
+
+
+def _read_itk_image(path: Path) -> Image2D:
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        raise MedzooDataError(
+            path,
+            f"a corrupt or unreadable {path.suffix} file",
+            "a valid MHA/NRRD image",
+        ) from err
+    size = image.GetSize()  # (x, y[, z]) ITK order
+    if len(size) == 3 and size[2] == 1:
+        image = image[:, :, 0]
+        size = size[:2]
+    if len(size) != 2:
+        raise MedzooDataError(
+            path,
+            f"an image of size {size} (x, y, z)",
+            "a 2D image (use read_volume for 3D)",
+        )
+    array = sitk.GetArrayFromImage(image)  # (H, W) or (H, W, C): numpy order is reversed ITK order
+    spacing_x, spacing_y = image.GetSpacing()
+    return Image2D(array=array, spacing=(float(spacing_y), float(spacing_x)), path=path)

@@ -252,6 +252,15 @@ def test_extra_commands_dispatch_with_typed_args(tmp_path: Path, capsys: pytest.
         extra_commands={"zeroshot": zeroshot},
     )
     assert out == {"images": tmp_path, "findings": ["a", "b"], "threshold": 0.25}
+    # The comma shorthand for list-of-string arguments, and the --name=value form.
+    out = cli(
+        LinearRegressor,
+        SyntheticRegression,
+        package=PKG,
+        args=["zeroshot", f"--images={tmp_path}", "--findings", "pleural effusion, edema"],
+        extra_commands={"zeroshot": zeroshot},
+    )
+    assert out == {"images": tmp_path, "findings": ["pleural effusion", "edema"], "threshold": 0.5}
     with pytest.raises(SystemExit):
         cli(
             LinearRegressor,

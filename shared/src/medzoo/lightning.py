@@ -30,14 +30,18 @@ Choices (documented for users of the packages):
 
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import importlib.resources
 import inspect
+import json
 import math
 import os
 import random
 import sys
 import tempfile
+import types
+import typing
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -619,8 +623,56 @@ def cli(
     )
 
 
+def _comma_list_params(func: Callable[..., Any]) -> set[str]:
+    """Names of ``func``'s parameters typed as a list/sequence of ``str`` or ``Path``."""
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception:  # unresolvable annotations: no comma shorthand, jsonargparse still parses them
+        return set()
+    names = set()
+    for name, hint in hints.items():
+        options = (
+            typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        )
+        for option in options:
+            origin = typing.get_origin(option)
+            if origin in (list, tuple, Sequence, collections.abc.Sequence) and all(
+                arg in (str, Path, Ellipsis) for arg in typing.get_args(option)
+            ):
+                names.add(name)
+    return names
+
+
+def _expand_comma_lists(argv: list[str], names: set[str]) -> list[str]:
+    """``--findings a,b`` -> ``--findings ["a", "b"]`` for list-of-string parameters; JSON lists pass."""
+
+    def as_list(value: str) -> str:
+        if value.lstrip().startswith("["):
+            return value
+        return json.dumps([part.strip() for part in value.split(",") if part.strip()])
+
+    out: list[str] = []
+    pending = False
+    for token in argv:
+        if pending:
+            out.append(as_list(token))
+            pending = False
+            continue
+        key, eq, value = token.partition("=")
+        if key.startswith("--") and key[2:].replace("-", "_") in names:
+            if eq:
+                out.append(f"{key}={as_list(value)}")
+            else:
+                out.append(token)
+                pending = True
+        else:
+            out.append(token)
+    return out
+
+
 def _run_extra_command(name: str, func: Callable[..., Any], argv: list[str], package: str) -> Any:
     from jsonargparse import auto_cli
 
     # Arguments come from the signature's type hints and the docstring; `--help` and `--config` work.
+    argv = _expand_comma_lists(argv, _comma_list_params(func))
     return auto_cli(func, args=argv, as_positional=False, prog=f"{package} {name}")

@@ -325,6 +325,17 @@ def test_write_volume_round_trip(tmp_path, dicom_series):
     assert [p.name for p in tmp_path.iterdir()] == ["ct.nii.gz"]  # no temporary left behind
 
 
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
+def test_itk_volume_matches_the_dicom_series(tmp_path, dicom_series, suffix):
+    # SimpleITK converts the series itself; our MHA/NRRD reader must land on the same RAS geometry.
+    folder, volume = dicom_series
+    sitk.WriteImage(_sitk_series(folder), str(tmp_path / f"ct{suffix}"))
+    converted = read_volume(tmp_path / f"ct{suffix}")
+    np.testing.assert_array_equal(converted.array, volume.array)
+    np.testing.assert_allclose(converted.affine, volume.affine, atol=1e-6)
+    assert converted.orientation == volume.orientation
+
+
 def test_write_volume_keeps_integer_labels(tmp_path):
     labels = np.random.default_rng(0).integers(0, 5, size=(4, 5, 6)).astype(np.uint8)
     affine = np.diag([1.5, 1.5, 2.0, 1.0])

@@ -24,6 +24,7 @@ __all__ = ["LPS_TO_RAS", "Volume", "read_volume", "reorient_to_ras", "write_volu
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
 
 
@@ -84,11 +85,12 @@ def _finish(array: np.ndarray, affine: np.ndarray, path: Path, reorient: bool) -
 def read_volume(
     path: str | os.PathLike, *, reorient_to_ras: bool = False, series_uid: str | None = None
 ) -> Volume:
-    """Read a 3D volume from a NIfTI file (.nii, .nii.gz) or a folder holding one DICOM series.
+    """Read a 3D volume from a NIfTI file (.nii, .nii.gz), a folder holding one DICOM series, or MHA/NRRD.
 
     Args:
-        path: NIfTI file or DICOM series folder (files with or without ``.dcm``, recognised by the DICOM
-            magic; other files in the folder are ignored).
+        path: NIfTI file; MHA/NRRD file (SimpleITK; its LPS header is converted to RAS); or DICOM
+            series folder (files with or without ``.dcm``, recognised by the DICOM magic; other files
+            in the folder are ignored).
         reorient_to_ras: permute/flip axes so that they are closest to RAS (see ``reorient_to_ras``).
         series_uid: for a folder with several series, the SeriesInstanceUID to read.
 
@@ -110,6 +112,9 @@ def read_volume(
         raise MedzooDataError(path, "no such file or folder", "a NIfTI file or a DICOM series folder")
     if path.name.lower().endswith(_NIFTI_SUFFIXES):
         array, affine = _read_nifti(path)
+        return _finish(array, affine, path, reorient_to_ras)
+    if path.suffix.lower() in _ITK_SUFFIXES:
+        array, affine = _read_itk_volume(path)
         return _finish(array, affine, path, reorient_to_ras)
     if path.suffix.lower() in _IMAGE_SUFFIXES or is_dicom_file(path):
         raise MedzooDataError(
@@ -145,6 +150,28 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
             path, f"a corrupt or truncated NIfTI file ({type(err).__name__}: {err})", "a valid NIfTI file"
         ) from err
     return array, affine
+
+
+def _read_itk_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        found = f"a corrupt or unreadable {path.suffix} file"
+        raise MedzooDataError(path, found, "a valid MHA/NRRD volume") from err
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise MedzooDataError(
+            path,
+            f"a {image.GetDimension()}D image with {image.GetNumberOfComponentsPerPixel()} component(s)",
+            "a 3D single-component volume (use read_image for 2D)",
+        )
+    array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)  # numpy (z, y, x) -> voxel order (i, j, k)
+    affine_lps = np.eye(4)
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    affine_lps[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=np.float64)
+    affine_lps[:3, 3] = image.GetOrigin()
+    return np.asarray(array, dtype=np.float32), LPS_TO_RAS @ affine_lps
 
 
 def _read_dicom_series(folder: Path, series_uid: str | None) -> tuple[np.ndarray, np.ndarray]:

@@ -110,11 +110,15 @@ def test_bad_weight_files(tmp_path):
 
 # ----------------------------------------------------------------------------------------- Hugging Face
 
-transformers = pytest.importorskip("transformers", reason="the Hugging Face helpers need medzoo-core[hf]")
+
+@pytest.fixture(scope="module")
+def transformers():
+    return pytest.importorskip("transformers", reason="the Hugging Face helpers need medzoo-core[hf]")
 
 
 @pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
+def tiny_bert(transformers, tmp_path_factory):
+    """A 1-layer BERT and a 10-word WordPiece tokenizer saved with save_pretrained (no download)."""
     folder = tmp_path_factory.mktemp("tiny-bert")
     config = transformers.BertConfig(
         vocab_size=12,
@@ -128,12 +132,13 @@ def tiny_bert(tmp_path_factory):
     model = transformers.BertModel(config).eval()
     model.save_pretrained(folder)
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "no", "acute", "cardiopulmonary", "process", "."]
-    tokenizer = transformers.BertTokenizer(vocab={word: index for index, word in enumerate(words)})
-    tokenizer.save_pretrained(folder)
+    vocab = folder / "source_vocab.txt"
+    vocab.write_text("\n".join(words) + "\n")
+    transformers.BertTokenizer(str(vocab)).save_pretrained(folder)  # positional: vocab file in v4 and v5
     return folder, model
 
 
-def test_hf_model_and_tokenizer_from_local_folder(tiny_bert):
+def test_hf_model_and_tokenizer_from_local_folder(transformers, tiny_bert):
     folder, model = tiny_bert
     tokenizer = load_hf_tokenizer(folder)
     ids = tokenizer("No acute cardiopulmonary process.", return_tensors="pt")
@@ -146,12 +151,12 @@ def test_hf_model_and_tokenizer_from_local_folder(tiny_bert):
             torch.testing.assert_close(loaded(**ids).last_hidden_state, model(**ids).last_hidden_state)
 
 
-def test_hf_missing_folder(tmp_path):
+def test_hf_missing_folder(transformers, tmp_path):
     with pytest.raises(MedzooWeightsError, match="no such model folder"):
         load_hf_model(tmp_path / "not-there")
 
 
-def test_hf_offline_hub_id_says_how_to_download(monkeypatch, tmp_path):
+def test_hf_offline_hub_id_says_how_to_download(transformers, monkeypatch, tmp_path):
     import huggingface_hub.constants
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

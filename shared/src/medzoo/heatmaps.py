@@ -93,21 +93,17 @@ def _axis_offset(left: torch.Tensor, centre: torch.Tensor, right: torch.Tensor, 
 def _refine_axis(
     flat: torch.Tensor, index: torch.Tensor, stride: int, length: int, refine: str
 ) -> torch.Tensor:
-    """Refined coordinate along one axis for peaks at integer position ``index`` (B, K) on that axis.
+    """Refined coordinate along one axis for peaks at flat index ``index`` (B, K).
 
     ``flat`` is (B, K, H*W); neighbours along the axis are ``stride`` apart in it. At a border the triple
-    is shifted inwards (samples 0, 1, 2), which is still exact for the log-quadratic fit of a Gaussian.
+    is shifted inwards (samples 0, 1, 2 or the last three), which is still exact for the log-quadratic fit
+    of a Gaussian; ``quarter_offset`` keeps a border pixel as it is, having no outer neighbour to compare.
     """
     pos = torch.div(index, stride, rounding_mode="floor") % length
     if length < 3 or refine == "none":
         return pos.to(flat.dtype)
-    if refine == "quarter_offset":
-        centre_pos = pos.clamp(1, length - 2)
-        # At a border keep the pixel: there is no neighbour on the outer side to compare with.
-        at_border = centre_pos != pos
-    else:
-        centre_pos = pos.clamp(1, length - 2)
-        at_border = torch.zeros_like(pos, dtype=torch.bool)
+    centre_pos = pos.clamp(1, length - 2)
+    at_border = (centre_pos != pos) if refine == "quarter_offset" else torch.zeros_like(pos, dtype=torch.bool)
     centre_index = index + (centre_pos - pos) * stride
     gather = lambda idx: torch.gather(flat, 2, idx[..., None])[..., 0]  # noqa: E731
     left, centre, right = gather(centre_index - stride), gather(centre_index), gather(centre_index + stride)

@@ -5,19 +5,17 @@ integer labels in ``[0, num_classes)``; 0 is the background. They are one-hot en
 ``monai.metrics.DiceMetric``, ``monai.metrics.compute_iou`` and ``monai.metrics.compute_hausdorff_distance``.
 MONAI is imported inside the functions because importing it takes seconds.
 
-Empty masks (a class absent from the target, and possibly from the prediction) are defined explicitly here,
-whatever MONAI's defaults, by ``ignore_empty``:
+Values are computed by MONAI in float32 and returned as float64 numpy arrays.
 
-================================  =======================  ==========================
-case (per image and class)        ``ignore_empty=False``   ``ignore_empty=True``
-================================  =======================  ==========================
-target empty, prediction empty    Dice = IoU = 1, HD95 = 0  NaN
-target empty, prediction not      Dice = IoU = 0, HD95 = inf NaN
-target not empty, prediction empty Dice = IoU = 0, HD95 = inf Dice = IoU = 0, HD95 = inf
-================================  =======================  ==========================
+Empty masks (a class absent from the target of an image, and possibly from its prediction) are scored by
+the rule below, set here explicitly whatever MONAI's defaults are, and chosen with ``ignore_empty``:
 
-``ignore_empty=False`` (the default) scores "nothing there, nothing predicted" as perfect and any miss as the
-worst value; ``ignore_empty=True`` is MONAI's ``DiceMetric`` default and leaves such cases to ``np.nanmean``.
+- ``ignore_empty=False`` (default): "nothing there, nothing predicted" is perfect and any miss is the worst
+  value. Target and prediction empty: Dice = IoU = 1, HD95 = 0. Exactly one of them empty: Dice = IoU = 0,
+  HD95 = inf.
+- ``ignore_empty=True`` (MONAI's ``DiceMetric`` default): an empty target gives NaN for all three metrics, to
+  be left out with ``np.nanmean``; an empty prediction of a non-empty target still gives Dice = IoU = 0 and
+  HD95 = inf.
 """
 
 from __future__ import annotations

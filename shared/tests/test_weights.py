@@ -169,3 +169,12 @@ def test_hf_offline_hub_id_says_how_to_download(transformers, monkeypatch, tmp_p
         load_hf_model(bogus)
     with pytest.raises(MedzooWeightsError, match=hint):
         load_hf_tokenizer(bogus)
+
+
+def test_hf_trust_remote_code_stays_off_unless_asked(transformers, tiny_bert, monkeypatch):
+    folder, _ = tiny_bert
+    seen = []
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", lambda *a, **kwargs: seen.append(kwargs))
+    load_hf_model(folder)
+    load_hf_model(folder, trust_remote_code=True, revision="main")
+    assert seen == [{"trust_remote_code": False}, {"trust_remote_code": True, "revision": "main"}]

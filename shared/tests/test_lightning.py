@@ -62,11 +62,30 @@ class LinearRegressor(MedzooModule):
         return self.net(batch[0])
 
 
+class NoisyInputs(TensorDataset):
+    """Adds Gaussian noise to x on every read: random augmentation drawn in the loader's worker."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, noise: float) -> None:
+        super().__init__(x, y)
+        self.noise = noise
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = super().__getitem__(index)
+        return x + self.noise * torch.randn(x.shape), y
+
+
 class SyntheticRegression(MedzooDataModule):
     def __init__(
-        self, n: int = 64, in_features: int = 4, batch_size: int = 8, num_workers: int = 0, seed: int = 0
+        self,
+        n: int = 64,
+        in_features: int = 4,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        seed: int = 0,
+        noise: float = 0.0,
     ):
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        self.noise = noise
         generator = torch.Generator().manual_seed(1234)
         x = torch.randn(n, in_features, generator=generator)
         w = torch.arange(1, in_features + 1, dtype=torch.float32)[:, None]
@@ -74,7 +93,7 @@ class SyntheticRegression(MedzooDataModule):
         self.train_idx, self.val_idx = seeded_split(n, (0.75, 0.25), seed)
 
     def train_dataloader(self):
-        return self.train_loader(TensorDataset(self.x[self.train_idx], self.y[self.train_idx]))
+        return self.train_loader(NoisyInputs(self.x[self.train_idx], self.y[self.train_idx], self.noise))
 
     def val_dataloader(self):
         return self.eval_loader(TensorDataset(self.x[self.val_idx], self.y[self.val_idx]))
@@ -169,9 +188,16 @@ def test_resume_last_continues_global_step_and_second_run_in_same_folder(tmp_pat
     assert len(list((tmp_path / "csv").glob("version_*/config.yaml"))) == 3
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_kill_and_resume_gives_the_same_weights(tmp_path: Path, dropout: float) -> None:
-    common = [*OPT, f"--model.dropout={dropout}", "--seed_everything=7"]
+@pytest.mark.parametrize(
+    ("dropout", "num_workers", "noise"),
+    [(0.0, 0, 0.0), (0.3, 1, 0.1)],
+    ids=["plain", "dropout-worker-augmentation"],
+)
+def test_kill_and_resume_gives_the_same_weights(
+    tmp_path: Path, dropout: float, num_workers: int, noise: float
+) -> None:
+    data = [f"--data.num_workers={num_workers}", f"--data.noise={noise}"]
+    common = [*OPT, f"--model.dropout={dropout}", "--seed_everything=7", *data]
     schedule = [
         "--model.scheduler=medzoo.lightning.WarmupCosineLR",
         "--model.scheduler.warmup_steps=1",
@@ -184,7 +210,9 @@ def test_kill_and_resume_gives_the_same_weights(tmp_path: Path, dropout: float) 
     assert resumed.trainer.global_step == straight.trainer.global_step == 18
     assert all(torch.equal(a[k], b[k]) for k in a), {k: (a[k] - b[k]).abs().max().item() for k in a}
     # A different seed gives different weights, so the equality above is not vacuous.
-    other = run_cli(tmp_path / "c", "--trainer.max_epochs=3", *OPT, f"--model.dropout={dropout}", *schedule)
+    other = run_cli(
+        tmp_path / "c", "--trainer.max_epochs=3", *OPT, f"--model.dropout={dropout}", *data, *schedule
+    )
     assert not all(torch.equal(a[k], v) for k, v in weights(other.model).items())
 
 

@@ -301,6 +301,17 @@ class EpochSeededSampler(Sampler[int]):
         return self.num_samples
 
 
+class _DeferredIterDataLoader(DataLoader):
+    """A DataLoader that starts its workers at the first batch rather than at ``iter()``.
+
+    When resuming, Lightning calls ``iter()`` on the train loader before ``sampler.set_epoch``; a plain
+    multi-worker loader would already have drawn its worker seeds and prefetched indices for the wrong epoch.
+    """
+
+    def __iter__(self) -> Iterator[Any]:
+        yield from super().__iter__()
+
+
 class MedzooDataModule(pl.LightningDataModule):
     """Base DataModule: batch size, workers and a seed for splits and shuffling.
 
@@ -319,14 +330,10 @@ class MedzooDataModule(pl.LightningDataModule):
         self.num_workers = int(num_workers)
         self.seed = int(seed)
 
-    def _current_epoch(self) -> int:
-        trainer = self._trainer if hasattr(self, "_trainer") else None
-        return int(trainer.current_epoch) if trainer is not None else 0
-
     def train_loader(self, dataset: Dataset, *, drop_last: bool = False, **kwargs: Any) -> DataLoader:
         """A shuffling DataLoader whose order and worker seeds depend only on ``(self.seed, epoch)``."""
-        sampler = EpochSeededSampler(len(dataset), seed=self.seed, epoch=self._current_epoch())
-        return DataLoader(
+        sampler = EpochSeededSampler(len(dataset), seed=self.seed)
+        return _DeferredIterDataLoader(
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,

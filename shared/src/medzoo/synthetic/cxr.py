@@ -325,6 +325,8 @@ def render_cxr(
     Returns:
         (H, W) uint8.
     """
+    if view not in ("PA", "AP"):
+        raise ValueError(f"view must be 'PA' or 'AP' (frontal films only), got {view!r}")
     # Detector noise comes from its own stream so that adding a finding changes only the finding's pixels.
     noise_rng = np.random.default_rng(rng.integers(2**63))
     chest = _Chest(rng, size, set(findings), view)

@@ -1,0 +1,228 @@
+"""Known-answer tests of CARZero's networks and loss."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from carzero.models import (
+    SimilarityRepresentation,
+    TextEncoder,
+    carzero_loss,
+    continuation_mask_from_tokens,
+    image_encoder,
+    merge_word_pieces,
+    sincos_2d_position_embedding,
+    symmetric_cross_entropy,
+)
+
+SENTENCES = [
+    "there is pneumothorax",
+    "there is a small left pleural effusion",
+    "no cardiomegaly",
+    "lungs are clear",
+]
+
+
+def encode_batch(model, tokenizer, batch_size=4, seed=0):
+    torch.manual_seed(seed)
+    images = torch.randn(batch_size, 3, 32, 32)
+    tokens = tokenizer(SENTENCES[:batch_size])
+    return images, tokens
+
+
+def test_similarity_matrices_are_b_by_b(tiny_parts):
+    model, tokenizer = tiny_parts
+    images, tokens = encode_batch(model, tokenizer, batch_size=3)
+    s_i2t, s_t2i = model(images, **tokens)
+    assert s_i2t.shape == (3, 3) and s_t2i.shape == (3, 3)
+    # Rectangular case: 3 images against 4 texts keeps the row/column meaning.
+    image_global, image_memory = model.encode_image(images)
+    sentence, text_memory, _ = model.encode_text(**tokenizer(SENTENCES))
+    s_i2t, s_t2i = model.similarities(image_global, image_memory, sentence, text_memory)
+    assert s_i2t.shape == (3, 4) and s_t2i.shape == (4, 3)
+
+
+def test_symmetric_cross_entropy_known_answer():
+    similarity = torch.tensor([[2.0, 0.0], [1.0, 3.0]])
+    # Rows: CE([2, 0], 0) = log(1 + e^-2); CE([1, 3], 1) = log(1 + e^-2).
+    # Columns: CE([2, 1], 0) = log(1 + e^-1); CE([0, 3], 1) = log(1 + e^-3).
+    rows = math.log1p(math.exp(-2))
+    cols = 0.5 * (math.log1p(math.exp(-1)) + math.log1p(math.exp(-3)))
+    expected = 0.5 * (rows + cols)
+    assert symmetric_cross_entropy(similarity).item() == pytest.approx(expected, rel=1e-6)
+    # Total loss = L(S_i2t) + L(S_t2i); a perfectly separated pair of matrices goes to ~0.
+    assert carzero_loss(similarity, similarity.t()).item() == pytest.approx(2 * expected, rel=1e-6)
+    eye = 50.0 * torch.eye(3)
+    assert carzero_loss(eye, eye).item() < 1e-10
+    with pytest.raises(ValueError, match="square"):
+        symmetric_cross_entropy(torch.zeros(2, 3))
+
+
+def test_gradients_reach_both_encoders_and_fusion(tiny_parts):
+    model, tokenizer = tiny_parts
+    images, tokens = encode_batch(model, tokenizer)
+    loss = carzero_loss(*model(images, **tokens))
+    loss.backward()
+    for name in ("image_encoder", "text_encoder", "fusion"):
+        grads = [p.grad for p in getattr(model, name).parameters() if p.requires_grad and p.grad is not None]
+        assert grads, f"no gradient in {name}"
+        assert sum(g.abs().sum().item() for g in grads) > 0, f"zero gradient in {name}"
+    # The MAE-style sin-cos position embedding is fixed.
+    assert model.image_encoder.vit.pos_embed.grad is None
+
+
+def test_one_fusion_module_serves_both_directions(tiny_parts):
+    model, tokenizer = tiny_parts
+    fusion_params = {id(p) for p in model.fusion.parameters()}
+    similarity_modules = [m for m in model.modules() if isinstance(m, SimilarityRepresentation)]
+    assert len(similarity_modules) == 1
+    # Perturbing the fusion's parameters changes BOTH directions; gradients of each direction alone reach it.
+    model.eval()
+    images, tokens = encode_batch(model, tokenizer)
+    s_i2t, s_t2i = model(images, **tokens)
+    for direction in (s_i2t, s_t2i):
+        model.zero_grad()
+        direction.sum().backward(retain_graph=True)
+        touched = {id(p) for p in model.fusion.parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        assert touched and touched <= fusion_params
+    # The parameter count equals one decoder, not two.
+    single = SimilarityRepresentation(32, depth=2, num_heads=2, ffn_dim=64)
+    assert sum(p.numel() for p in model.fusion.parameters()) == sum(p.numel() for p in single.parameters())
+
+
+def test_no_self_attention_queries_are_permutation_equivariant():
+    torch.manual_seed(0)
+    fusion = SimilarityRepresentation(16, depth=4, num_heads=4, ffn_dim=32).eval()
+    memory = torch.randn(3, 7, 16)
+    queries = torch.randn(5, 16)
+    permutation = torch.tensor([3, 0, 4, 1, 2])
+    scores = fusion(memory, queries)
+    assert torch.allclose(fusion(memory, queries[permutation]), scores[:, permutation], atol=1e-6)
+    # Stronger: a query's score does not depend on which other queries are present.
+    assert torch.allclose(fusion(memory, queries[:1]), scores[:, :1], atol=1e-6)
+    assert not any("self_attn" in name for name, _ in fusion.named_modules())
+
+
+def test_word_piece_merging_known_answer():
+    tokens = [
+        ["[CLS]", "there", "is", "pneu", "##mo", "##thorax", "[SEP]", "[PAD]"],
+        ["[CLS]", "cardio", "##megaly", "[SEP]", "[PAD]", "[PAD]", "[PAD]", "[PAD]"],
+    ]
+    continuation = continuation_mask_from_tokens(tokens)
+    assert continuation[0].tolist() == [False, False, False, False, True, True, False, False]
+    attention = torch.tensor([[1, 1, 1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0, 0, 0]])
+    # Feature of token j = one-hot(j) * 10^j so each merged word is a readable sum.
+    features = torch.zeros(2, 8, 8)
+    for j in range(8):
+        features[:, j, j] = 10.0**j
+    words, word_mask = merge_word_pieces(features, attention, continuation, max_words=10)
+    assert words.shape == (2, 10, 8)
+    # Sentence 0: [CLS], there, is, pneu+##mo+##thorax, [SEP]; pad token 7 is dropped.
+    expected_rows = [[0], [1], [2], [3, 4, 5], [6]]
+    for w, pieces in enumerate(expected_rows):
+        expected = torch.zeros(8)
+        expected[pieces] = torch.tensor([10.0**j for j in pieces])
+        assert torch.equal(words[0, w], expected)
+    assert words[0, 5:].abs().sum() == 0
+    assert word_mask[0].tolist() == [True] * 5 + [False] * 5
+    # Sentence 1: [CLS], cardio+##megaly, [SEP].
+    assert torch.equal(words[1, 1, :3], torch.tensor([0.0, 10.0, 100.0]))
+    assert word_mask[1].sum() == 3
+
+
+def test_text_encoder_sums_last_four_layers_and_means_over_padded_length(tiny_parts):
+    model, tokenizer = tiny_parts
+    encoder: TextEncoder = model.text_encoder.eval()
+    tokens = tokenizer(["there is pneumothorax"])
+    assert tokenizer.tokenizer.convert_ids_to_tokens(tokens["input_ids"][0])[3:6] == [
+        "pneu",
+        "##mo",
+        "##thorax",
+    ]
+    hidden = encoder.backbone(
+        input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], output_hidden_states=True
+    ).hidden_states
+    summed = hidden[-1] + hidden[-2] + hidden[-3] + hidden[-4]
+    sentence, words, _ = encoder(**tokens)
+    assert torch.allclose(words[0, 3], summed[0, 3:6].sum(0), atol=1e-5)
+    assert torch.allclose(words[0, 4], summed[0, 6], atol=1e-5)  # [SEP]
+    # Mean over the padded length W = 24, padding zeros included.
+    assert torch.allclose(sentence[0], summed[0].sum(0) / 24, atol=1e-5)
+
+
+def test_zero_shot_score_is_mean_of_i2t_and_transposed_t2i(tiny_parts):
+    model, tokenizer = tiny_parts
+    model.eval()
+    torch.manual_seed(1)
+    images = torch.randn(3, 3, 32, 32)
+    image_global, image_memory = model.encode_image(images)
+    prompt_sentence, prompt_memory, _ = model.encode_text(**tokenizer(["there is pneumothorax", "no edema"]))
+    scores = model.zero_shot_scores(image_global, image_memory, prompt_sentence, prompt_memory)
+    s_i2t = model.fusion(image_memory, prompt_sentence)  # (3, 2)
+    s_t2i = model.fusion(prompt_memory, image_global)  # (2, 3)
+    assert scores.shape == (3, 2)
+    assert torch.allclose(scores, (s_i2t + s_t2i.t()) / 2, atol=1e-6)
+    # And entry by entry from single pairs.
+    single = model.zero_shot_scores(
+        image_global[2:3], image_memory[2:3], prompt_sentence[1:], prompt_memory[1:]
+    )
+    assert torch.allclose(single[0, 0], scores[2, 1], atol=1e-5)
+
+
+def test_similarity_heads():
+    linear = SimilarityRepresentation(32, depth=1, num_heads=2, ffn_dim=64, head="linear")
+    mlp = SimilarityRepresentation(32, depth=1, num_heads=2, ffn_dim=64, head="mlp")
+    assert [m.out_features for m in mlp.head if isinstance(m, torch.nn.Linear)] == [1024, 512, 256, 1]
+    assert linear.head.out_features == 1
+    for fusion in (linear, mlp):
+        assert fusion(torch.randn(2, 5, 32), torch.randn(3, 32)).shape == (2, 3)
+    with pytest.raises(ValueError, match="linear"):
+        SimilarityRepresentation(32, head="cosine")
+
+
+def test_image_encoder_returns_cls_and_patches_with_fixed_sincos():
+    encoder = image_encoder("tiny", img_size=64)
+    cls_token, patches = encoder(torch.randn(2, 3, 64, 64))
+    assert cls_token.shape == (2, 32) and patches.shape == (2, 16, 32)
+    table = sincos_2d_position_embedding(4, 32)
+    assert torch.equal(encoder.vit.pos_embed.data, table)
+    assert table[0, 0].abs().sum() == 0  # CLS slot
+    # Patch (row 0, col 1): first half encodes the column, so sin(1 * omega_0) = sin(1).
+    assert table[0, 2, 0].item() == pytest.approx(math.sin(1.0), abs=1e-6)
+    assert table[0, 2, 16].item() == pytest.approx(0.0, abs=1e-6)  # row 0 -> sin(0)
+
+
+def test_overfit_tiny_paired_set_to_full_matching_accuracy(tiny_parts):
+    model, tokenizer = tiny_parts
+    torch.manual_seed(0)
+    images = torch.randn(4, 3, 32, 32)
+    tokens = tokenizer(SENTENCES)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+
+    def matching_scores():
+        model.eval()
+        with torch.no_grad():
+            image_global, image_memory = model.encode_image(images)
+            sentence, memory, _ = model.encode_text(**tokens)
+            scores = model.zero_shot_scores(image_global, image_memory, sentence, memory)
+        model.train()
+        return scores
+
+    first = carzero_loss(*model(images, **tokens)).item()
+    assert first == pytest.approx(4 * math.log(4) / 2, rel=0.05)  # chance level at init: 2 log B
+    for step in range(150):
+        optimizer.zero_grad()
+        loss = carzero_loss(*model(images, **tokens))
+        loss.backward()
+        optimizer.step()
+        if step % 10 == 9 and loss.item() < 0.05 * first:
+            break
+    scores = matching_scores()
+    assert loss.item() < 0.05 * first
+    assert torch.equal(scores.argmax(1), torch.arange(4)), "image-to-text matching accuracy below 100%"
+    assert torch.equal(scores.argmax(0), torch.arange(4)), "text-to-image matching accuracy below 100%"
+    assert F.cross_entropy(scores, torch.arange(4)).item() < 0.1

@@ -216,9 +216,15 @@ def test_kill_and_resume_gives_the_same_weights(
     assert not all(torch.equal(a[k], v) for k, v in weights(other.model).items())
 
 
-def test_nan_loss_stops_with_a_clear_error(tmp_path: Path) -> None:
+def test_nan_loss_stops_with_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(MedzooTrainingError, match=r"loss is nan at global step 2, epoch 0.*Hint"):
         run_cli(tmp_path, "--trainer.max_epochs=2", "--model.nan_at_step=2", *OPT)
+    # As a console script: one line on stderr and exit status 1, no traceback.
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(tmp_path, "--trainer.max_epochs=2", "--model.nan_at_step=7", *OPT, catch_errors=True)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert f"{PKG}: error: LinearRegressor: the training loss is nan at global step 7, epoch 1" in err
 
 
 def test_packaged_config_by_name(tmp_path: Path, fake_package: str) -> None:

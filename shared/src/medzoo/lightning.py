@@ -63,7 +63,7 @@ from pytorch_lightning.plugins import TorchCheckpointIO
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from medzoo.errors import MedzooDataError, MedzooTrainingError
+from medzoo.errors import MedzooDataError, MedzooError, MedzooTrainingError
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -208,32 +208,9 @@ class MedzooModule(pl.LightningModule):
 
         Load it back with ``medzoo.weights.load_weights(path)`` or ``safetensors.torch.load_file``.
         """
-        return _save_safetensors(self.state_dict(), Path(path), metadata)
-
-
-def _save_safetensors(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None) -> Path:
-    try:
         from medzoo.weights import save_weights
-    except ImportError:
-        save_weights = None
-    if save_weights is not None:
-        return Path(save_weights(state, path, metadata=metadata))
 
-    from safetensors.torch import save_file
-
-    # safetensors refuses shared or non-contiguous storage; a clone gives each tensor its own.
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-    return path
+        return save_weights(self, path, metadata=metadata)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -490,6 +467,14 @@ class MedzooCLI(LightningCLI):
         self._medzoo_monitor = medzoo_monitor
         super().__init__(*args, **kwargs)
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        # cli() always passes the (rewritten) argv, so Lightning's "args and sys.argv both given" warning
+        # would fire on every console-script run; parse directly instead.
+        if isinstance(args, dict):
+            self.config = parser.parse_object(args)
+        else:
+            self.config = parser.parse_args(args)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         monitor, mode = self._medzoo_monitor
@@ -561,6 +546,7 @@ def cli(
     extra_commands: dict[str, Callable[..., Any]] | None = None,
     trainer_defaults: dict[str, Any] | None = None,
     save_config_kwargs: dict[str, Any] | None = None,
+    catch_errors: bool | None = None,
 ) -> Any:
     """The command line of a medzoo package: ``<pkg> fit|validate|test|predict ...`` plus extra verbs.
 
@@ -576,10 +562,43 @@ def cli(
             jsonargparse from the signature and docstring.
         trainer_defaults: extra Trainer defaults merged over medzoo's.
         save_config_kwargs: passed to Lightning's SaveConfigCallback (default ``{"overwrite": True}``).
+        catch_errors: print a :class:`~medzoo.errors.MedzooError` (bad data, NaN loss, missing weights) as one
+            ``<package>: error: ...`` line and exit with status 1 instead of raising it. Default: ``True``
+            when ``args`` is ``None`` (a console script), ``False`` when given ``args`` (tests, notebooks).
 
     Returns:
         The ``MedzooCLI`` for Lightning verbs, the function's return value for an extra verb.
     """
+    if catch_errors is None:
+        catch_errors = args is None
+    try:
+        return _cli(
+            model_class,
+            datamodule_class,
+            package,
+            args,
+            run,
+            extra_commands,
+            trainer_defaults,
+            save_config_kwargs,
+        )
+    except MedzooError as error:
+        if not catch_errors:
+            raise
+        sys.stderr.write(f"{package}: error: {error}\n")
+        raise SystemExit(1) from None
+
+
+def _cli(
+    model_class: type[pl.LightningModule],
+    datamodule_class: type[pl.LightningDataModule] | None,
+    package: str,
+    args: Sequence[str] | None,
+    run: bool,
+    extra_commands: dict[str, Callable[..., Any]] | None,
+    trainer_defaults: dict[str, Any] | None,
+    save_config_kwargs: dict[str, Any] | None,
+) -> Any:
     argv = list(sys.argv[1:] if args is None else args)
     extra_commands = dict(extra_commands or {})
     clash = set(extra_commands) & set(_LIGHTNING_VERBS)
@@ -624,7 +643,7 @@ def cli(
         seed_everything_default=0,
         trainer_defaults=defaults,
         save_config_kwargs={"overwrite": True, **(save_config_kwargs or {})},
-        parser_kwargs={"description": description, "formatter_class": _Formatter},
+        parser_kwargs={"prog": package, "description": description, "formatter_class": _Formatter},
         args=argv,
         run=run,
     )

@@ -190,8 +190,8 @@ def test_resume_last_continues_global_step_and_second_run_in_same_folder(tmp_pat
 
 @pytest.mark.parametrize(
     ("dropout", "num_workers", "noise"),
-    [(0.0, 0, 0.0), (0.3, 1, 0.1)],
-    ids=["plain", "dropout-worker-augmentation"],
+    [(0.0, 0, 0.0), (0.3, 0, 0.1), (0.3, 1, 0.1)],
+    ids=["plain", "dropout-augmentation", "dropout-worker-augmentation"],
 )
 def test_kill_and_resume_gives_the_same_weights(
     tmp_path: Path, dropout: float, num_workers: int, noise: float

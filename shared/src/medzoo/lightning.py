@@ -22,10 +22,10 @@ Choices (documented for users of the packages):
   ``weights_only=True``.
 - Exact resume: an uninterrupted run and a run stopped at an epoch end and resumed from ``last.ckpt`` give
   the same weights, given a fixed seed. The train loader's order and its workers' seeds depend only on
-  ``(seed, epoch)``, and :class:`EpochSeedCallback` reseeds torch/numpy/random at the start of each training
-  epoch (for dropout and other randomness in the training step). Random augmentation in the main process
-  (``num_workers=0``) of the first batch of a resumed epoch is the one case not covered (Lightning prefetches
-  that batch before ``on_train_epoch_start``); use ``num_workers >= 1`` when that matters.
+  ``(seed, epoch)`` (loaders from :meth:`MedzooDataModule.train_loader`), and :class:`EpochSeedCallback`
+  reseeds torch/numpy/random at the start of each training epoch (dropout, augmentation drawn in the main
+  process). A run killed mid-epoch restarts that epoch from its last epoch-end checkpoint.
+- Errors: run as a console script, a :class:`~medzoo.errors.MedzooError` prints one line and exits 1.
 """
 
 from __future__ import annotations

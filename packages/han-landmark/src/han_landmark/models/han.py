@@ -205,6 +205,11 @@ class HybridAttentionNetwork(nn.Module):
             num_landmarks, neck_channels, image_channels, head_channels, in_channels
         )
         self.apply(self._init_weights)
+        # Heatmap outputs start near zero (as the reference's heads, normal std 0.001), so the initial
+        # loss is the energy of the Gaussian targets instead of thousands of times more.
+        for head in (self.head_quarter, self.head_half, self.head_full.fuse):
+            nn.init.normal_(head[-1].weight, std=0.001)
+            nn.init.zeros_(head[-1].bias)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

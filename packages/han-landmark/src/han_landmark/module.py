@@ -1,0 +1,225 @@
+"""LightningModule of HAN: the deep-supervision heatmap loss, decoding and MRE/SDR evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+
+from medzoo.heatmaps import decode_heatmaps, gaussian_heatmaps
+from medzoo.lightning import MedzooModule
+from medzoo.metrics import mean_radial_error, radial_errors, successful_detection_rate
+
+from .models import create_model
+
+
+def input_to_heatmap(
+    coords: torch.Tensor, input_hw: Sequence[int], heatmap_hw: Sequence[int]
+) -> torch.Tensor:
+    """Map (..., 2) (x, y) input pixels to a heatmap of another size (pixel centres aligned)."""
+    scale = coords.new_tensor([heatmap_hw[1] / input_hw[1], heatmap_hw[0] / input_hw[0]])
+    return (coords + 0.5) * scale - 0.5
+
+
+def heatmap_to_input(
+    coords: torch.Tensor, input_hw: Sequence[int], heatmap_hw: Sequence[int]
+) -> torch.Tensor:
+    """Inverse of :func:`input_to_heatmap`."""
+    scale = coords.new_tensor([input_hw[1] / heatmap_hw[1], input_hw[0] / heatmap_hw[0]])
+    return (coords + 0.5) * scale - 0.5
+
+
+def decode_average(
+    heatmaps: Sequence[torch.Tensor], input_hw: Sequence[int], refine: str = "log_quadratic"
+) -> torch.Tensor:
+    """Decode every head's heatmaps (B, K, h_i, w_i) to input pixels and average the coordinate sets.
+
+    Returns (B, K, 2) float (x, y) in input pixels: the paper's test-time prediction (the mean of the
+    three heads).
+    """
+    decoded = [
+        heatmap_to_input(decode_heatmaps(h.float(), refine=refine), input_hw, h.shape[-2:]) for h in heatmaps
+    ]
+    return torch.stack(decoded).mean(dim=0)
+
+
+def to_original(coords: torch.Tensor, to_input: torch.Tensor) -> torch.Tensor:
+    """Map (B, K, 2) input pixels back to original pixels with the inverse of each (B, 3, 3) ``to_input``."""
+    inverse = torch.linalg.inv(to_input.to(torch.float64))
+    return coords.to(torch.float64) @ inverse[:, :2, :2].transpose(1, 2) + inverse[:, None, :2, 2]
+
+
+class HANLandmarkModule(MedzooModule):
+    """HAN trained with deep supervision on three heatmap resolutions.
+
+    Loss (per head, Eq. of the reference's JointsMSELoss with target weights)::
+
+        L = sum_i w_i * mean_{b,k,y,x} (v_bk * (P_i - G_i))^2
+
+    with ``G_i`` the Gaussian target (sigma_i) at head i's resolution, ``w = (1000, 3000, 3000)`` and
+    ``sigma = (2, 2, 4)`` for the 1/4, 1/2 and full-resolution heads, and ``v`` the landmark visibility.
+    Prediction = mean of the three heads' decoded coordinates, mapped back to ORIGINAL image pixels;
+    MRE/SDR use the per-image spacing (mm) where it is known.
+
+    Args:
+        num_landmarks: K.
+        variant: named model configuration, ``"paper"`` or ``"tiny"``.
+        model_kwargs: overrides of the configuration (e.g. ``{"drop_path_rate": 0.0}``).
+        loss_weights: weights of heads A (1/4), B (1/2), C (FFCM, full).
+        sigmas: Gaussian target sigmas in each head's own pixels.
+        sdr_radii: SDR radii in mm (in pixels when the spacing is unknown).
+        decode_refine: sub-pixel refinement of ``medzoo.heatmaps.decode_heatmaps``; ``"log_quadratic"``
+            (exact for Gaussian peaks) by default, ``"quarter_offset"`` is the reference's shift.
+        optimizer, scheduler, scheduler_interval: see ``MedzooModule``.
+
+    Batches are dicts from ``han_landmark.data.LandmarkDataset``.
+    """
+
+    monitor = "val/mre"
+    monitor_mode = "min"
+
+    def __init__(
+        self,
+        num_landmarks: int = 19,
+        variant: str = "paper",
+        model_kwargs: dict[str, Any] | None = None,
+        loss_weights: tuple[float, float, float] = (1000.0, 3000.0, 3000.0),
+        sigmas: tuple[float, float, float] = (2.0, 2.0, 4.0),
+        sdr_radii: tuple[float, ...] = (2.0, 2.5, 3.0, 4.0),
+        decode_refine: str = "log_quadratic",
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: str = "epoch",
+    ) -> None:
+        super().__init__(optimizer=optimizer, scheduler=scheduler, scheduler_interval=scheduler_interval)
+        self.model = create_model(variant, num_landmarks, **(model_kwargs or {}))
+        self.num_landmarks = num_landmarks
+        self.loss_weights = tuple(float(w) for w in loss_weights)
+        self.sigmas = tuple(float(s) for s in sigmas)
+        if len(self.loss_weights) != 3 or len(self.sigmas) != 3:
+            raise ValueError("loss_weights and sigmas need one value per head (3)")
+        self.sdr_radii = tuple(float(r) for r in sdr_radii)
+        self.decode_refine = decode_refine
+        self._outputs: dict[str, list[dict[str, torch.Tensor]]] = {}
+        self.test_results: dict[str, Any] = {}
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) standardised image -> heatmaps at 1/4, 1/2 and full resolution."""
+        return self.model(image)
+
+    # -- loss -----------------------------------------------------------------------------------------------
+    def heatmap_targets(
+        self, landmarks: torch.Tensor, input_hw: Sequence[int], heatmap_sizes: Sequence[Sequence[int]]
+    ) -> list[torch.Tensor]:
+        """Gaussian targets (B, K, h_i, w_i) for each head from (B, K, 2) input-pixel landmarks."""
+        return [
+            gaussian_heatmaps(input_to_heatmap(landmarks, input_hw, size), size, sigma)
+            for size, sigma in zip(heatmap_sizes, self.sigmas, strict=True)
+        ]
+
+    def loss_terms(
+        self, heatmaps: Sequence[torch.Tensor], landmarks: torch.Tensor, visible: torch.Tensor, input_hw
+    ) -> list[torch.Tensor]:
+        """Weighted per-head losses ``w_i * mean((v * (P_i - G_i))^2)``."""
+        targets = self.heatmap_targets(landmarks, input_hw, [h.shape[-2:] for h in heatmaps])
+        weight = visible[:, :, None, None].to(heatmaps[0].dtype)
+        return [
+            w * ((pred - target) * weight).square().mean()
+            for pred, target, w in zip(heatmaps, targets, self.loss_weights, strict=True)
+        ]
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        heatmaps = self(batch["image"])
+        terms = self.loss_terms(heatmaps, batch["landmarks"], batch["visible"], batch["image"].shape[-2:])
+        loss = torch.stack(terms).sum()
+        size = batch["image"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        for name, term in zip(("quarter", "half", "full"), terms, strict=True):
+            self.log(f"train/loss_{name}", term, batch_size=size)
+        return loss
+
+    # -- prediction -----------------------------------------------------------------------------------------
+    def predict_landmarks(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Heatmaps, averaged input-pixel landmarks and ORIGINAL-pixel landmarks (float64) of a batch."""
+        heatmaps = self(batch["image"])
+        coords_input = decode_average(heatmaps, batch["image"].shape[-2:], self.decode_refine)
+        return {
+            "heatmaps": heatmaps,
+            "input": coords_input,
+            "original": to_original(coords_input, batch["to_input"]),
+        }
+
+    def _evaluation_step(self, batch: dict[str, Any], stage: str) -> None:
+        out = self.predict_landmarks(batch)
+        terms = self.loss_terms(
+            out["heatmaps"], batch["landmarks"], batch["visible"], batch["image"].shape[-2:]
+        )
+        self.log(
+            f"{stage}/loss", torch.stack(terms).sum(), batch_size=batch["image"].shape[0], sync_dist=True
+        )
+        self._outputs.setdefault(stage, []).append(
+            {
+                "pred": out["original"].detach(),
+                "target": batch["original_landmarks"].detach(),
+                "spacing": batch["spacing"].detach(),
+            }
+        )
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluation_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluation_step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self.test_results = self._log_metrics("test", per_landmark=True)
+
+    def _gather(self, stage: str) -> dict[str, np.ndarray]:
+        outputs = self._outputs.pop(stage, [])
+        stacked = {key: torch.cat([o[key] for o in outputs]) for key in ("pred", "target", "spacing")}
+        if self.trainer is not None and self.trainer.world_size > 1:
+            stacked = {key: self.all_gather(value).flatten(0, 1) for key, value in stacked.items()}
+        return {key: value.cpu().numpy() for key, value in stacked.items()}
+
+    def _log_metrics(self, stage: str, per_landmark: bool = False) -> dict[str, Any]:
+        if stage not in self._outputs:
+            return {}
+        data = self._gather(stage)
+        errors_px = radial_errors(data["pred"], data["target"])
+        known = np.isfinite(data["spacing"]).all(axis=1)
+        metrics: dict[str, float] = {"mre_px": mean_radial_error(errors_px[np.isfinite(errors_px)])[0]}
+        errors = errors_px
+        if known.all():
+            errors = radial_errors(data["pred"], data["target"], spacing=data["spacing"])
+            metrics["mre_mm"], metrics["mre_mm_std"] = mean_radial_error(errors[np.isfinite(errors)])
+        # the monitored "mre" is in mm when every image has a spacing, in pixels otherwise
+        metrics["mre"] = metrics.get("mre_mm", metrics["mre_px"])
+        unit = "mm" if known.all() else "px"
+        annotated = np.isfinite(errors)
+        for radius, rate in successful_detection_rate(errors[annotated], self.sdr_radii).items():
+            metrics[f"sdr_{radius:g}{unit}"] = rate
+        if per_landmark:
+            for k in range(errors.shape[1]):
+                column = errors[:, k][np.isfinite(errors[:, k])]
+                if column.size:
+                    metrics[f"mre_{unit}_landmark{k}"] = float(column.mean())
+        for name, value in metrics.items():
+            self.log(f"{stage}/{name}", value, prog_bar=name == "mre")
+        return {"metrics": metrics, "errors": errors, "unit": unit, **data}
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        out = self.predict_landmarks(batch)
+        scores = [h.float().flatten(2).amax(dim=2) for h in out["heatmaps"]]
+        return {
+            "path": list(batch["path"]),
+            "landmarks": out["original"].cpu().numpy(),
+            "scores": torch.stack(scores).mean(dim=0).cpu().numpy(),
+            "spacing": batch["spacing"].cpu().numpy(),
+            "original_size": batch["original_size"].cpu().numpy(),
+        }

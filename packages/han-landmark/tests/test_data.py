@@ -1,0 +1,245 @@
+"""Loaders of the released layouts, invertible resizing, consistent augmentation and bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from han_landmark.data import (
+    CHEST_FLIP_PAIRS,
+    AugmentationConfig,
+    LandmarkDataModule,
+    LandmarkDataset,
+    LandmarkSample,
+    apply_matrix,
+    hand_spacing,
+    load_coco,
+    load_csv_layout,
+    load_hand_csv,
+    load_isbi2015,
+    load_normalized_txt_layout,
+    resize_matrix,
+)
+from medzoo.errors import MedzooDataError
+
+SHENZHEN = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "chest-shenzhen"
+
+
+def _write_image(path: Path, size_hw=(40, 30), value=0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full(size_hw, value, dtype=np.uint8)).save(path)
+    return path
+
+
+def _write_isbi(root: Path, stems=("001", "002"), k=3) -> dict[str, np.ndarray]:
+    truth = {}
+    for i, stem in enumerate(stems):
+        _write_image(root / "RawImage" / "TrainingData" / f"{stem}.bmp")
+        senior = np.array([[10 + i, 20], [5, 7], [12, 30]], dtype=float)[:k]
+        junior = senior + 2.0
+        for doctor, coords in (("senior", senior), ("junior", junior)):
+            txt = root / "AnnotationsByMD" / f"400_{doctor}" / f"{stem}.txt"
+            txt.parent.mkdir(parents=True, exist_ok=True)
+            # ISBI files list K "x,y" lines, then extra lines (skeletal classes) that readers ignore
+            txt.write_text("".join(f"{int(x)},{int(y)}\n" for x, y in coords) + "1\n2\n")
+        truth[stem] = senior
+    return truth
+
+
+def test_isbi2015_loader_reads_senior_junior_and_mean(tmp_path):
+    truth = _write_isbi(tmp_path)
+    senior = load_isbi2015(tmp_path, "train", "senior", num_landmarks=3)
+    junior = load_isbi2015(tmp_path, "train", "junior", num_landmarks=3)
+    mean = load_isbi2015(tmp_path, "train", "mean", num_landmarks=3)
+    assert [s.image.name for s in senior] == ["001.bmp", "002.bmp"]
+    np.testing.assert_array_equal(senior[1].coords, truth["002"])
+    np.testing.assert_array_equal(junior[1].coords, truth["002"] + 2)
+    np.testing.assert_array_equal(mean[1].coords, truth["002"] + 1)
+    assert senior[0].spacing == (0.1, 0.1)
+
+
+def test_isbi2015_image_without_annotation_is_a_clear_error(tmp_path):
+    _write_isbi(tmp_path)
+    _write_image(tmp_path / "RawImage" / "TrainingData" / "003.bmp")
+    with pytest.raises(MedzooDataError, match=r"003\.bmp: found no annotation .*400_senior/003\.txt"):
+        load_isbi2015(tmp_path, "train", num_landmarks=3)
+
+
+def test_isbi2015_wrong_landmark_count_is_a_clear_error(tmp_path):
+    _write_isbi(tmp_path)
+    with pytest.raises(MedzooDataError, match=r"001\.txt"):
+        load_isbi2015(tmp_path, "train", num_landmarks=19)
+
+
+def test_coco_loader_reads_keypoints_visibility_and_spacing(tmp_path):
+    _write_image(tmp_path / "images" / "a.png")
+    _write_image(tmp_path / "images" / "b.png")
+    coco = {
+        "images": [
+            {"id": 1, "file_name": "a.png", "width": 30, "height": 40, "pixel_spacing": 0.125},
+            {"id": 2, "file_name": "b.png", "width": 30, "height": 40},
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 1, "keypoints": [3, 4, 2, 5.5, 6.5, 1, 0, 0, 0]},
+            {"id": 2, "image_id": 2, "keypoints": [1, 2, 2, 3, 4, 2, 5, 6, 2]},
+        ],
+        "categories": [{"id": 1, "name": "ceph", "keypoints": ["a", "b", "c"]}],
+    }
+    (tmp_path / "train.json").write_text(json.dumps(coco))
+    samples = load_coco(tmp_path / "train.json")
+    assert [s.image.name for s in samples] == ["a.png", "b.png"]
+    np.testing.assert_array_equal(samples[0].coords[:2], [[3, 4], [5.5, 6.5]])
+    assert samples[0].visible.tolist() == [True, True, False]
+    assert samples[0].spacing == (0.125, 0.125) and samples[1].spacing is None
+    (tmp_path / "images" / "b.png").unlink()
+    with pytest.raises(MedzooDataError, match=r"b\.png: found no such file"):
+        load_coco(tmp_path / "train.json")
+
+
+def test_hand_csv_without_header_and_wrist_spacing(tmp_path):
+    rng = np.random.default_rng(0)
+    coords = rng.uniform(10, 100, (2, 37, 2))
+    coords[0, 4] = coords[0, 0] + [30.0, 40.0]  # wrist width 50 px -> 1 mm/px
+    _write_image(tmp_path / "images" / "3128.jpg")
+    _write_image(tmp_path / "images" / "3129.jpg")
+    rows = [[name, *c.ravel()] for name, c in zip(("3128", "3129"), coords, strict=True)]
+    pd.DataFrame(rows).to_csv(tmp_path / "all.csv", header=False, index=False)
+    samples = load_hand_csv(tmp_path / "all.csv", tmp_path / "images")
+    assert [s.image.name for s in samples] == ["3128.jpg", "3129.jpg"]
+    np.testing.assert_allclose(samples[0].coords, coords[0])
+    assert samples[0].spacing == pytest.approx((1.0, 1.0))
+    assert samples[1].spacing[0] == pytest.approx(hand_spacing(coords[1]))
+    assert hand_spacing(coords[1]) == pytest.approx(50.0 / np.linalg.norm(coords[1, 0] - coords[1, 4]))
+
+
+def test_csv_layout_missing_file_and_wrong_count(tmp_path):
+    _write_image(tmp_path / "images" / "a.png")
+    pd.DataFrame(
+        [["a.png", 1, 2, 3, 4], ["gone.png", 1, 2, 3, 4]], columns=["image", "x0", "y0", "x1", "y1"]
+    ).to_csv(tmp_path / "landmarks.csv", index=False)
+    with pytest.raises(MedzooDataError, match=r"gone\.png: found no such file"):
+        load_csv_layout(tmp_path, num_landmarks=2)
+    with pytest.raises(MedzooDataError, match=r"landmarks\.csv: found 2 complete landmark column pairs"):
+        load_csv_layout(tmp_path, num_landmarks=3)
+
+
+def test_normalized_txt_layout_on_real_shenzhen_chest_data():
+    if not SHENZHEN.is_dir():
+        pytest.skip(
+            f"real data not found at {SHENZHEN} (../shared/data is only present in the medzoo checkout)"
+        )
+    samples = load_normalized_txt_layout(SHENZHEN, image_dir="images", num_landmarks=6)
+    assert len(samples) == 11
+    cases = pd.read_csv(SHENZHEN / "cases.csv").set_index("image")
+    for sample in samples:
+        row = cases.loc[sample.image.name]
+        expected = np.array([[row[f"lm{k}_x_px"], row[f"lm{k}_y_px"]] for k in range(6)])
+        np.testing.assert_allclose(sample.coords, expected, atol=0.051)  # cases.csv rounds to 0.1 px
+
+
+def test_normalized_txt_image_without_label_is_a_clear_error(tmp_path):
+    _write_image(tmp_path / "images" / "x.png")
+    (tmp_path / "labels").mkdir()
+    with pytest.raises(MedzooDataError, match=r"x\.png: found no annotation"):
+        load_normalized_txt_layout(tmp_path)
+
+
+def test_resize_matrix_is_pixel_centre_aligned_and_invertible():
+    matrix = resize_matrix((600, 500), (120, 100))
+    corners = np.array([[-0.5, -0.5], [499.5, 599.5]])  # outer pixel edges map to outer edges
+    np.testing.assert_allclose(apply_matrix(matrix, corners), [[-0.5, -0.5], [99.5, 119.5]])
+    points = np.random.default_rng(0).uniform(0, 500, (7, 2))
+    np.testing.assert_allclose(apply_matrix(np.linalg.inv(matrix), apply_matrix(matrix, points)), points)
+
+
+def _dot_image(tmp_path: Path, size_hw=(90, 120), dots=((30.0, 40.0), (80.0, 50.0))) -> LandmarkSample:
+    array = np.zeros(size_hw, dtype=np.uint8)
+    for x, y in dots:
+        array[int(y) - 1 : int(y) + 2, int(x) - 1 : int(x) + 2] = 255
+    path = tmp_path / "dots.png"
+    Image.fromarray(array).save(path)
+    coords = np.array(dots, dtype=float)
+    return LandmarkSample(path, coords, np.ones(len(coords), dtype=bool))
+
+
+def _brightest(image: torch.Tensor) -> np.ndarray:
+    grey = image[0]
+    row, col = divmod(int(grey.argmax()), grey.shape[1])
+    return np.array([col, row], dtype=float)
+
+
+def test_augmentation_moves_image_and_landmarks_together(tmp_path):
+    sample = _dot_image(tmp_path, dots=((60.0, 45.0),))
+    augmentation = AugmentationConfig(rotation_deg=30, rotation_prob=1.0, scale_factor=0.2, photometric=False)
+    dataset = LandmarkDataset([sample], (96, 128), augmentation, seed=3)
+    for epoch in range(4):
+        item = dataset[(epoch, 0)]
+        assert item["visible"][0] == 1
+        np.testing.assert_allclose(_brightest(item["image"]), item["landmarks"][0].numpy(), atol=1.5)
+        # the returned to_input maps the original annotation onto the returned landmark
+        np.testing.assert_allclose(
+            apply_matrix(item["to_input"].numpy(), sample.coords), item["landmarks"].numpy(), atol=1e-4
+        )
+    assert not torch.equal(dataset[(0, 0)]["image"], dataset[(1, 0)]["image"])  # the epoch changes the draw
+    torch.testing.assert_close(dataset[(2, 0)]["image"], dataset[(2, 0)]["image"])  # and is reproducible
+
+
+def test_no_flip_without_declared_pairs_and_label_swap_with_pairs(tmp_path):
+    sample = _dot_image(tmp_path)
+    plain = LandmarkDataset(
+        [sample], (90, 120), AugmentationConfig(rotation_prob=0.0, translation=0.0, flip_prob=1.0)
+    )
+    for epoch in range(5):
+        assert np.linalg.det(plain[(epoch, 0)]["to_input"].numpy()[:2, :2]) > 0  # never mirrored
+    paired = LandmarkDataset(
+        [sample],
+        (90, 120),
+        AugmentationConfig(
+            rotation_prob=0.0, translation=0.0, flip_prob=1.0, flip_pairs=((0, 1),), photometric=False
+        ),
+    )
+    item = paired[(0, 0)]
+    assert np.linalg.det(item["to_input"].numpy()[:2, :2]) < 0
+    mirrored = np.array([[119 - 30.0, 40.0], [119 - 80.0, 50.0]])
+    # label 0 now names the mirrored position of the original landmark 1, and vice versa
+    np.testing.assert_allclose(item["landmarks"].numpy(), mirrored[[1, 0]], atol=1e-4)
+    assert item["image"][0, 50, 119 - 80] > item["image"][0, 0, 0]
+
+
+def test_chest_flip_pairs_are_left_right_lungs():
+    assert CHEST_FLIP_PAIRS == ((0, 3), (1, 4), (2, 5))
+
+
+def test_datamodule_synthesizes_phantoms_into_an_empty_root_and_splits_disjointly(tmp_path):
+    dm = LandmarkDataModule(
+        root=str(tmp_path / "phantoms"), layout="csv", num_landmarks=4, input_size=(32, 32),
+        val_fraction=0.25, test_fraction=0.25, synthesize_if_missing=True, synthetic_images=8,
+        synthetic_size=(48, 48),
+    )  # fmt: skip
+    dm.prepare_data()
+    assert (tmp_path / "phantoms" / "landmarks.csv").is_file()
+    dm.setup("fit")
+    names = {split: {s.image.name for s in samples} for split, samples in dm.splits.items()}
+    assert [len(names[s]) for s in ("train", "val", "test")] == [4, 2, 2]
+    assert not (names["train"] & names["val"]) and not (names["val"] & names["test"])
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (1, 3, 32, 32) and batch["landmarks"].shape == (1, 4, 2)
+
+
+def test_datamodule_missing_root_and_wrong_landmark_count(tmp_path):
+    with pytest.raises(MedzooDataError, match="no such folder"):
+        LandmarkDataModule(root=str(tmp_path / "absent"), layout="csv").setup("fit")
+    dm = LandmarkDataModule(
+        root=str(tmp_path / "p"), num_landmarks=4, synthesize_if_missing=True, synthetic_images=4
+    )
+    dm.synthetic_size = (32, 32)
+    dm.prepare_data()
+    dm.num_landmarks = 5
+    with pytest.raises(MedzooDataError, match=r"landmarks\.csv: found 4 complete landmark column pairs"):
+        dm.setup("fit")

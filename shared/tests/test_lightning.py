@@ -227,6 +227,12 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path: Path, capsys: pytest.Captur
     assert f"{PKG}: error: LinearRegressor: the training loss is nan at global step 7, epoch 1" in err
 
 
+def test_console_script_mode_returns_none_so_the_script_exits_zero(tmp_path: Path) -> None:
+    # Console scripts run `sys.exit(main())`: a returned LightningCLI would exit with status 1.
+    assert run_cli(tmp_path, "--trainer.max_epochs=1", *OPT, catch_errors=True) is None
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
 def test_packaged_config_by_name(tmp_path: Path, fake_package: str) -> None:
     shipped = Path(resolve_config_args(["fit", "--config", "demo"], fake_package)[2])
     assert shipped.name == "demo.yaml" and shipped.parent.name == "configs"

@@ -567,12 +567,13 @@ def cli(
             when ``args`` is ``None`` (a console script), ``False`` when given ``args`` (tests, notebooks).
 
     Returns:
-        The ``MedzooCLI`` for Lightning verbs, the function's return value for an extra verb.
+        The ``MedzooCLI`` for Lightning verbs, the function's return value for an extra verb; ``None`` in
+        console-script mode (``catch_errors``), so that the script's ``sys.exit(main())`` exits with 0.
     """
     if catch_errors is None:
         catch_errors = args is None
     try:
-        return _cli(
+        result = _cli(
             model_class,
             datamodule_class,
             package,
@@ -587,6 +588,8 @@ def cli(
             raise
         sys.stderr.write(f"{package}: error: {error}\n")
         raise SystemExit(1) from None
+    # A console script runs `sys.exit(main())`: any non-None value would be printed and exit with status 1.
+    return None if catch_errors else result
 
 
 def _cli(

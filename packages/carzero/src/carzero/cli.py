@@ -95,7 +95,9 @@ def zeroshot(
     scores = _score(module, dataset, findings, batch_size, device)
     table = pd.DataFrame(scores, columns=findings)
     table.insert(0, "image", [str(p.relative_to(Path(images))) for p in dataset.image_paths])
-    return write_csv(output, table)
+    path = write_csv(output, table)
+    print(f"wrote {len(table)} images x {len(findings)} findings to {path}")
+    return path
 
 
 def evaluate(
@@ -142,7 +144,10 @@ def evaluate(
     }
     # JSON has no NaN: an undefined AUROC (e.g. an empty tail group) is written as null.
     result = {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in result.items()}
-    write_json(Path(output) if output else Path(ckpt).parent / f"evaluate_{dataset}.json", result)
+    path = write_json(Path(output) if output else Path(ckpt).parent / f"evaluate_{dataset}.json", result)
+    summary = ", ".join(f"{k} {result[k]:.4f}" if result[k] is not None else f"{k} n/a"
+                        for k in ("auc", "auc_head", "auc_medium", "auc_tail"))  # fmt: skip
+    print(f"{dataset}: {len(images)} images, {len(test.class_names)} classes: {summary} -> {path}")
     return result
 
 

@@ -17,7 +17,7 @@ import torch
 from monai import transforms as mt
 from monai.data import Dataset as MonaiDataset
 from monai.data import MetaTensor, PersistentDataset, list_data_collate
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from medzoo.errors import MedzooDataError
 from medzoo.io import read_volume
@@ -149,7 +149,7 @@ def preprocess_transforms(
     modes = ["bilinear" if k == "image" else "nearest" for k in keys]
     return [
         LoadCTd(keys, check_hu=check_hu),
-        mt.Orientationd(keys, axcodes="RAS"),
+        mt.Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
         mt.Spacingd(keys, pixdim=(spacing,) * 3, mode=modes),
         mt.ScaleIntensityRanged(
             "image", a_min=hu_range[0], a_max=hu_range[1], b_min=0.0, b_max=1.0, clip=True
@@ -339,7 +339,10 @@ class CTDataModule(MedzooDataModule):
     def predict_dataloader(self):
         transforms = [*self._preprocess(("image",)), mt.EnsureTyped("image", track_meta=True)]
         dataset = CTDataset(self.predict_cases(), transforms, [], None)
-        return self.eval_loader(dataset, batch_size=1, collate_fn=_collate_single)
+        # One whole volume per batch (sizes differ between volumes).
+        return DataLoader(
+            dataset, batch_size=1, shuffle=False, num_workers=self.num_workers, collate_fn=_collate_single
+        )
 
 
 def _collate_single(items: list[dict[str, Any]]) -> dict[str, Any]:

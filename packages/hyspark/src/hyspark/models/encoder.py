@@ -65,7 +65,9 @@ class MedNeXtBlock(nn.Module):
         self.compress = nn.Conv3d(expansion * channels, channels, 1)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        y = self.compress(self.act(self.expand(self.norm(self.depthwise(x)))))
+        # channels-last: CPU depthwise 3D convolution is ~5x faster there (oneDNN instead of slow_conv3d).
+        y = self.depthwise(x.contiguous(memory_format=torch.channels_last_3d))
+        y = self.compress(self.act(self.expand(self.norm(y))))
         y = x + y
         # Masked sites got values from active neighbours (depthwise conv) and from the norm's bias: re-mask.
         return y if mask is None else y * mask

@@ -190,3 +190,19 @@ def test_paper_config_holds_the_paper_optimisation(tiny_bert_dir):
     assert (built.datamodule.resize, built.datamodule.crop) == (256, 224)
     fusion = built.model.model.fusion
     assert len(fusion.layers) == 4 and isinstance(fusion.head, torch.nn.Linear)
+
+
+def test_prompt_features_are_encoded_once_per_run(trained):
+    _, ckpt, _ = trained
+    from carzero.cli import _score, _transform, load_module
+    from carzero.data import ImageFolderDataset
+
+    if not (NIH / "images").is_dir():
+        pytest.skip(f"real NIH images not found at {NIH}")
+    module = load_module(ckpt)
+    calls = []
+    encode_text = module.model.encode_text
+    module.model.encode_text = lambda *a, **k: calls.append(1) or encode_text(*a, **k)
+    dataset = ImageFolderDataset(NIH / "images", _transform(module))
+    scores = _score(module, dataset, FINDINGS, batch_size=1, device="cpu")  # two batches
+    assert scores.shape == (2, len(FINDINGS)) and len(calls) == 1

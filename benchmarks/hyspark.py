@@ -20,8 +20,12 @@ import multiprocessing as mp
 import os
 import platform
 import resource
+import sys
 import time
 from pathlib import Path
+
+# This file is named like the package: keep its folder off sys.path so `import hyspark` finds the package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 REFERENCE_STEP_S = 65.8  # the reference HySparK, 96^3, batch 1, mask .75, 2 CPU threads (issue measurement)
 RATIOS = (0.0, 0.5, 0.75, 0.9)
@@ -31,7 +35,7 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def _measure(task: dict) -> dict:
+def _setup(size: str, threads: int, device_name: str):
     import warnings
 
     warnings.simplefilter("ignore")
@@ -39,65 +43,95 @@ def _measure(task: dict) -> dict:
 
     from hyspark.models import create_hyspark
 
-    torch.set_num_threads(task["threads"])
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
-    device = torch.device(task["device"])
-    size = task["size"]
-    model = create_hyspark(size, backend=task.get("backend", "dense"), mask_ratio=task.get("ratio", 0.75))
-    model = model.to(device)
+    device = torch.device(device_name)
+    model = create_hyspark(size).to(device)
     s = model.encoder.img_size
     x = torch.rand(1, 1, s, s, s, device=device)
+    return torch, model, x, device
+
+
+def _encoder_runner(torch, model, x, device, variant: str, ratio: float):
+    model.mask_ratio = ratio
     cells = model.generate_mask(1, device, generator=torch.Generator().manual_seed(0))
+    active = None if variant == "plain" else cells  # plain: no mask, every voxel computed
+    backend = "dense" if variant == "plain" else variant
+
+    def run():
+        maps = model.encoder.forward_features(x, active, backend=backend)
+        sum(m.float().pow(2).mean() for m in maps).backward()
+
+    return run
+
+
+def _step_runner(torch, model, x, device, backend: str):
+    model.mask_ratio = 0.75
+    model.encoder.backend = backend
+    cells = model.generate_mask(1, device, generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.04)
+
+    def run():
+        optimizer.zero_grad(set_to_none=True)
+        model(x, cells).loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+
+    return run
+
+
+def _time_round_robin(task: dict) -> dict:
+    """Times every case of one size in ONE process, interleaved round by round, so that load from other
+    jobs on a shared machine hits all cases alike; reports the minimum over rounds."""
+    torch, model, x, device = _setup(task["size"], task["threads"], task["device"])
 
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    if task["kind"] == "encoder":
-        encoder = model.encoder
-        variant = task["variant"]
+    runners = {}
+    for case in task["cases"]:
+        if case[0] == "step":
+            runners[case] = _step_runner(torch, model, x, device, case[1])
+        else:
+            runners[case] = _encoder_runner(torch, model, x, device, case[0], case[1])
+    times: dict = {case: [] for case in runners}
+    for round_index in range(task["warmup"] + task["rounds"]):
+        for case, run in runners.items():
+            start = time.perf_counter()
+            run()
+            sync()
+            if round_index >= task["warmup"]:
+                times[case].append(time.perf_counter() - start)
+    return {case: ts for case, ts in times.items()}
 
-        def run():
-            active = None if variant == "plain" else cells  # plain: no mask, every voxel computed
-            maps = encoder.forward_features(x, active, backend="dense" if variant == "plain" else variant)
-            sum(m.float().pow(2).mean() for m in maps).backward()
 
-    else:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.04)
-
-        def run():
-            optimizer.zero_grad(set_to_none=True)
-            model(x, cells).loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            optimizer.step()
-
-    for _ in range(task["warmup"]):
-        run()
-    sync()
+def _peak_memory(task: dict) -> float:
+    """Peak memory of one run of one case, alone in its process (CPU: RSS growth; CUDA: peak allocated)."""
+    torch, model, x, device = _setup(task["size"], task["threads"], task["device"])
+    variant, ratio = task["case"]
+    run = _encoder_runner(torch, model, x, device, variant, ratio)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    rss_before = _rss_mib()
-    times = []
-    for _ in range(task["repeats"]):
-        start = time.perf_counter()
-        run()
-        sync()
-        times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _rss_mib() - rss_before
-    return {**task, "time_s": min(times), "times_s": times, "peak_mib": peak}
+    before = _rss_mib()
+    run()
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return _rss_mib() - before
 
 
-def _run(task: dict) -> dict:
+def _in_process(function, task):
     with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_measure, (task,))
+        return pool.apply(function, (task,))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="tiny,paper")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--paper-repeats", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=5, help="timing rounds at tiny size")
+    parser.add_argument("--paper-rounds", type=int, default=1, help="timing rounds at paper size")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-memory", action="store_true", help="skip the per-case peak memory processes")
     parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "hyspark.json"))
     args = parser.parse_args()
 
@@ -107,52 +141,43 @@ def main() -> None:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     variants = ["dense"] + (["spconv"] if spconv_available() else [])
-    rows = []
+    rows, steps = [], []
     for size in args.sizes.split(","):
-        repeats = args.paper_repeats if size == "paper" else args.repeats
-        base = {
-            "kind": "encoder",
-            "size": size,
-            "device": device,
-            "threads": args.threads,
-            "repeats": repeats,
-        }
-        # Warm-up runs are skipped at paper size on CPU (each costs as much as a measurement); the
-        # minimum over repeats is reported.
-        base["warmup"] = 0 if (size == "paper" and device == "cpu") else 1
-        plain = _run({**base, "variant": "plain", "ratio": 0.0})
-        rows.append(plain)
-        print(f"[{size}] plain dense encoder: {plain['time_s']:.3f} s, peak {plain['peak_mib']:.0f} MiB")
-        for variant in variants:
+        paper = size == "paper"
+        cases = [("plain", 0.0)] + [(v, r) for v in variants for r in RATIOS]
+        if paper:
+            cases += [("step", backend) for backend in variants]
+        task = {
+            "size": size, "threads": args.threads, "device": device, "cases": cases,
+            "rounds": args.paper_rounds if paper else args.rounds,
+            # At paper size on CPU a warm-up costs as much as a measurement: the first round is timed.
+            "warmup": 0 if (paper and device == "cpu") else 1,
+        }  # fmt: skip
+        times = _in_process(_time_round_robin, task)
+        plain = min(times[("plain", 0.0)])
+        for case in cases:
+            best = min(times[case])
+            if case[0] == "step":
+                steps.append({
+                    "size": size, "backend": case[1], "mask_ratio": 0.75, "time_s": best,
+                    "times_s": times[case], "reference_s": REFERENCE_STEP_S,
+                    "speedup_vs_reference": REFERENCE_STEP_S / best,
+                })  # fmt: skip
+                print(f"[{size}] full pre-training step, {case[1]}: {best:.1f} s vs reference "
+                      f"{REFERENCE_STEP_S} s -> {REFERENCE_STEP_S / best:.2f}x")  # fmt: skip
+                continue
+            row = {"size": size, "variant": case[0], "mask_ratio": case[1], "time_s": best,
+                   "times_s": times[case], "speedup_vs_plain": plain / best}  # fmt: skip
+            if not args.no_memory:
+                row["peak_mib"] = _in_process(_peak_memory, {**task, "case": case})
+            rows.append(row)
+            memory = f", peak {row['peak_mib']:.0f} MiB" if "peak_mib" in row else ""
+            label = f"[{size}] {case[0]:6s} mask {case[1]:.2f}"
+            print(f"{label}: {best:.3f} s ({plain / best:.2f}x plain){memory}")
+        if len(variants) == 2:
             for ratio in RATIOS:
-                row = _run({**base, "variant": variant, "ratio": ratio})
-                row["speedup_vs_plain"] = plain["time_s"] / row["time_s"]
-                rows.append(row)
-                print(
-                    f"[{size}] {variant:6s} mask {ratio:.2f}: {row['time_s']:.3f} s "
-                    f"({row['speedup_vs_plain']:.2f}x plain), peak {row['peak_mib']:.0f} MiB"
-                )
-        for ratio in RATIOS:
-            pair = [
-                r for r in rows if r["size"] == size and r.get("ratio") == ratio and r["variant"] in variants
-            ]
-            if len(pair) == 2:
-                ratio_sd = pair[1]["time_s"] / pair[0]["time_s"]
+                ratio_sd = min(times[("spconv", ratio)]) / min(times[("dense", ratio)])
                 print(f"[{size}] mask {ratio:.2f}: spconv / dense time = {ratio_sd:.2f}")
-
-    steps = []
-    if "paper" in args.sizes.split(","):
-        for backend in variants:
-            task = {"kind": "step", "size": "paper", "backend": backend, "ratio": 0.75, "device": device,
-                    "threads": args.threads, "repeats": args.paper_repeats, "warmup": 0}  # fmt: skip
-            step = _run(task)
-            step["reference_s"] = REFERENCE_STEP_S
-            step["speedup_vs_reference"] = REFERENCE_STEP_S / step["time_s"]
-            steps.append(step)
-            print(
-                f"[paper] full pre-training step, {backend}: {step['time_s']:.1f} s vs reference "
-                f"{REFERENCE_STEP_S} s -> {step['speedup_vs_reference']:.2f}x"
-            )
 
     result = {
         "machine": {
@@ -164,9 +189,9 @@ def main() -> None:
             "torch": torch.__version__,
             "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
         },
-        "notes": "time_s = min over repeats of encoder forward+backward (or one full step), batch 1; "
-        "peak_mib = peak RSS growth during the timed runs (CPU) or peak allocated (CUDA); "
-        "spconv uses Native rulebooks (CPU).",
+        "notes": "time_s = min over interleaved rounds of encoder forward+backward (or one full pre-training "
+        "step), batch 1; peak_mib = peak RSS growth of one run alone in a fresh process (CPU) or peak "
+        "allocated (CUDA); spconv uses Native rulebooks.",
         "encoder": rows,
         "pretrain_step": steps,
     }

@@ -224,3 +224,16 @@ def test_hyspark_is_deterministic_given_mask_and_seed():
     cells = a.generate_mask(2, generator=torch.Generator().manual_seed(0))
     assert torch.equal(a(x, cells).loss, b(x, cells).loss)
     assert isinstance(a, HySparK)
+
+
+def test_package_works_without_spconv(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "spconv", None)  # makes `import spconv...` raise ImportError
+    monkeypatch.setitem(sys.modules, "spconv.pytorch", None)
+    assert not spconv_available()
+    encoder = create_encoder("tiny")
+    cells = torch.ones(1, 1, 2, 2, 2, dtype=torch.bool)
+    assert encoder(torch.rand(1, 1, 32, 32, 32), cells)[-1].shape == (1, 48, 2, 2, 2)  # dense still runs
+    with pytest.raises(ImportError, match=r"hyspark\[cuda\]"):
+        encoder.forward_features(torch.rand(1, 1, 32, 32, 32), cells, backend="spconv")

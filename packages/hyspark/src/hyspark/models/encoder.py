@@ -1,6 +1,6 @@
 """The HySparK hybrid encoder: five MedNeXt stages (sparse CNN) and a 3D ViT on the deepest grid.
 
-Tan et al., "HySparK: Hybrid Sparse Masking for Large Scale Medical Image Pre-Training", MICCAI 2024.
+Tang et al., "HySparK: Hybrid Sparse Masking for Large Scale Medical Image Pre-Training", MICCAI 2024.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from han_landmark.cli import main
+from han_landmark.module import HANLandmarkModule
 from medzoo.errors import MedzooDataError
 from medzoo.io import read_image, read_landmark_csv
 
@@ -37,6 +38,8 @@ def test_cli_round_trip_fit_test_predict(tmp_path):
     last = runs / "checkpoints" / "last.ckpt"
     assert last.is_file() and list((runs / "checkpoints").glob("best-*.ckpt"))
     assert (data / "landmarks.csv").is_file()  # the demo generated its phantoms into the empty root
+    restored = HANLandmarkModule.load_from_checkpoint(last, weights_only=True)
+    assert restored.model.num_landmarks == 6 and restored.loss_weights == (1000.0, 3000.0, 3000.0)
 
     main(["test", *common, "--ckpt_path", str(last)])
     metrics = pd.concat(pd.read_csv(p) for p in (runs / "csv").glob("version_*/metrics.csv"))

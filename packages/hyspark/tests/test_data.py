@@ -158,3 +158,14 @@ def test_segmentation_crops_keep_labels_aligned(tmp_path):
     # Labels were resampled with nearest neighbour and follow the image: label 1 exactly where HU > 0.
     hu_positive = batch["image"] > (175 / 425)
     assert torch.equal(batch["label"].bool(), hu_positive)
+
+
+def test_persistent_cache_stores_the_preprocessing(tmp_path):
+    path = _write_ct(tmp_path / "vol.nii.gz", _ct_like((20, 20, 20)), spacing=(1.5, 1.5, 1.5))
+    augment = training_transforms(("image",), crop_size=16, crops_per_volume=1, crop_sampling="uniform")
+    cache = tmp_path / "cache"
+    dataset = CTDataset([{"image": str(path)}], preprocess_transforms(("image",)), augment, str(cache))
+    first = dataset[0][0]["image"]
+    assert first.shape == (1, 16, 16, 16)
+    assert len(list(cache.glob("*.pt"))) == 1  # the deterministic part, written once
+    assert dataset[0][0]["image"].shape == (1, 16, 16, 16)  # served from the cache

@@ -231,7 +231,9 @@ def test_package_works_without_spconv(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "spconv", None)  # makes `import spconv...` raise ImportError
     monkeypatch.setitem(sys.modules, "spconv.pytorch", None)
+    spconv_available.cache_clear()
     assert not spconv_available()
+    spconv_available.cache_clear()
     encoder = create_encoder("tiny")
     cells = torch.ones(1, 1, 2, 2, 2, dtype=torch.bool)
     assert encoder(torch.rand(1, 1, 32, 32, 32), cells)[-1].shape == (1, 48, 2, 2, 2)  # dense still runs

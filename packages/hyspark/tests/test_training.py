@@ -56,8 +56,8 @@ def test_weight_decay_follows_a_cosine_from_start_to_end():
 
 def test_backend_auto_is_dense_on_cpu():
     module = HySparKPretrainModule("tiny", backend="auto")
-    module.setup("fit")
-    assert module.model.encoder.backend == "dense"
+    assert module.model.encoder.resolve_backend(torch.zeros(1)) == "dense"
+    assert module.model.encoder.resolve_backend(torch.zeros(1), "spconv") == "spconv"
 
 
 def _assert_encoder_equal(segmentation, encoder_state):

@@ -11,7 +11,7 @@ from monai.losses import DiceCELoss, DiceLoss
 from monai.transforms import ResizeWithPadOrCrop
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 
-from hyspark.models import convert_reference_state_dict, create_hyspark, create_segmenter, spconv_available
+from hyspark.models import convert_reference_state_dict, create_hyspark, create_segmenter
 from medzoo.errors import MedzooWeightsError
 from medzoo.lightning import MedzooModule
 from medzoo.metrics import dice
@@ -22,12 +22,6 @@ def cosine_schedule(start: float, end: float, progress: float) -> float:
     """Cosine interpolation from ``start`` (progress 0) to ``end`` (progress 1)."""
     progress = min(max(progress, 0.0), 1.0)
     return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def _resolve_backend(backend: str, device: torch.device) -> str:
-    if backend == "auto":
-        return "spconv" if device.type == "cuda" and spconv_available() else "dense"
-    return backend
 
 
 class HySparKPretrainModule(MedzooModule):
@@ -66,14 +60,10 @@ class HySparKPretrainModule(MedzooModule):
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, scheduler_interval=scheduler_interval)
         overrides = {} if img_size is None else {"img_size": img_size}
-        self.backend = backend
         self.model = create_hyspark(
-            model_config, backend="dense", mask_ratio=mask_ratio, use_finest_skip=use_finest_skip, **overrides
+            model_config, backend=backend, mask_ratio=mask_ratio, use_finest_skip=use_finest_skip, **overrides
         )
         self.weight_decay_range = (weight_decay_start, weight_decay_end)
-
-    def setup(self, stage: str) -> None:
-        self.model.encoder.backend = _resolve_backend(self.backend, self.device)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         start, end = self.weight_decay_range

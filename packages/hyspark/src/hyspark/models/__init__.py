@@ -50,7 +50,7 @@ def model_config(name: str, **overrides: Any) -> dict[str, Any]:
     return {**MODEL_CONFIGS[name], **overrides}
 
 
-def create_encoder(name: str = "paper", backend: str = "dense", **overrides: Any) -> HybridEncoder:
+def create_encoder(name: str = "paper", backend: str = "auto", **overrides: Any) -> HybridEncoder:
     config = model_config(name, **overrides)
     return HybridEncoder(backend=backend, **{k: config[k] for k in _ENCODER_KEYS})
 

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from hyspark.models import sparse
 
-BACKENDS = ("dense", "spconv")
+BACKENDS = ("auto", "dense", "spconv")
 
 
 def sincos_position_embedding_3d(grid: Sequence[int], dim: int, temperature: float = 10000.0) -> Tensor:
@@ -144,8 +144,9 @@ class HybridEncoder(nn.Module):
         widths, depths, expansions: per-stage MedNeXt widths, block counts and expansion ratios.
         kernel_size: depthwise kernel (3; the spconv backend supports 3 only).
         vit_depth, vit_heads, mlp_ratio: ViT on the (img_size/16)^3 grid; heads default to img_size // 8.
-        backend: "dense" (masked dense compute, pure torch) or "spconv" (submanifold sparse compute on
-            active sites only). Both compute the same function of the active voxels.
+        backend: "dense" (masked dense compute, pure torch), "spconv" (submanifold sparse compute on
+            active sites only; ``hyspark[cuda]``) or "auto" (spconv for CUDA inputs when spconv is
+            installed, dense otherwise). Both compute the same function of the active voxels.
 
     ``forward_features(x, active_cells)`` takes x (B, in_chans, D, H, W) (any intensity range; HySparK feeds
     [0, 1] CT) and ``active_cells`` (B, 1, D/16, H/16, W/16) bool or None (None: everything active, as in
@@ -166,7 +167,7 @@ class HybridEncoder(nn.Module):
         vit_depth: int = 3,
         vit_heads: int | None = None,
         mlp_ratio: float = 4.0,
-        backend: str = "dense",
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         if img_size % self.downsample_ratio:
@@ -196,6 +197,13 @@ class HybridEncoder(nn.Module):
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         return backend
 
+    def resolve_backend(self, x: Tensor, backend: str | None = None) -> str:
+        """The backend used for input ``x``: ``backend`` or the encoder's own, with "auto" resolved."""
+        backend = self._check_backend(backend or self.backend)
+        if backend == "auto":
+            return "spconv" if x.is_cuda and sparse.spconv_available() else "dense"
+        return backend
+
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, nn.Linear):  # ViT linears: xavier, as JAX ViT / MAE
@@ -215,7 +223,7 @@ class HybridEncoder(nn.Module):
     def forward_features(
         self, x: Tensor, active_cells: Tensor | None = None, backend: str | None = None
     ) -> list[Tensor]:
-        backend = self._check_backend(backend or self.backend)
+        backend = self.resolve_backend(x, backend)
         spatial = x.shape[2:]
         if any(s % self.downsample_ratio for s in spatial):
             raise ValueError(f"input spatial size must be a multiple of 16, got {tuple(spatial)}")

@@ -36,8 +36,16 @@ class HySparKSegmenter(nn.Module):
         norm_name: str = "instance",
     ) -> None:
         super().__init__()
+        # Fine-tuning sees whole volumes, nothing masked: the dense backend is the right one.
         self.encoder = HybridEncoder(
-            in_chans, img_size, widths, depths, expansions, vit_depth=vit_depth, vit_heads=vit_heads
+            in_chans,
+            img_size,
+            widths,
+            depths,
+            expansions,
+            vit_depth=vit_depth,
+            vit_heads=vit_heads,
+            backend="dense",
         )
         c = self.encoder.feature_channels  # (w1, w2, w3, w4, w4), fine to coarse
         self.up_blocks = nn.ModuleList(

@@ -10,6 +10,7 @@ All rulebooks use spconv's ``ConvAlgo.Native`` (gather-GEMM-scatter), which runs
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ from torch import Tensor
 _CENTER_OFFSET = 13  # index of the (0, 0, 0) offset among the 27 offsets of a 3x3x3 kernel
 
 
+@functools.cache
 def spconv_available() -> bool:
     """True when ``spconv.pytorch`` imports (the ``hyspark[cuda]`` extra)."""
     try:

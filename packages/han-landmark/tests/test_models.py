@@ -194,10 +194,10 @@ def test_paper_configuration_matches_the_notes(paper_model):
     assert [conv.in_channels for conv in paper_model.neck.lateral] == [128, 320, 512, 1024]
 
 
-@pytest.mark.parametrize("num_landmarks", [19, 6])
-def test_ffcm_input_width_is_288_plus_k(paper_model, num_landmarks):
-    model = paper_model if num_landmarks == 19 else create_model("paper", num_landmarks)
-    assert model.head_full.in_channels == 288 + num_landmarks
+def test_ffcm_input_width_is_288_plus_k(paper_model):
+    assert paper_model.head_full.in_channels == 288 + 19
+    # the width follows K and the configured channels (tiny: neck 32 + image 8 + K)
+    assert han_tiny(num_landmarks=7).head_full.in_channels == 32 + 8 + 7
 
 
 def test_paper_model_output_resolutions(paper_model):

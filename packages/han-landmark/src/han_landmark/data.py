@@ -642,10 +642,7 @@ class LandmarkDataModule(MedzooDataModule):
         root = self.data_root()
         if not self.synthesize_if_missing or (root.is_dir() and any(root.iterdir())):
             return
-        try:
-            from medzoo.synthetic import make_landmark_phantoms
-        except ImportError:  # medzoo-core builds whose synthetic/__init__ does not re-export it
-            from medzoo.synthetic.landmarks import make_landmark_phantoms
+        from medzoo.synthetic import make_landmark_phantoms
 
         if self.layout != "csv":
             raise MedzooDataError("data.layout", repr(self.layout), "'csv' when synthesizing phantoms")

@@ -365,6 +365,17 @@ def test_seeded_split_is_deterministic_disjoint_and_complete() -> None:
         seeded_split(10, (0.8, 0.8), seed=0)
 
 
+def test_loaders_take_a_batch_size_override() -> None:
+    data = MedzooDataModule(batch_size=4, seed=0)
+    dataset = TensorDataset(torch.arange(10.0))
+    assert [len(b[0]) for b in data.train_loader(dataset, batch_size=3)] == [3, 3, 3, 1]
+    assert [len(b[0]) for b in data.train_loader(dataset)] == [4, 4, 2]
+    assert [b[0].tolist() for b in data.eval_loader(dataset, batch_size=6)] == [
+        [0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
+        [6.0, 7.0, 8.0, 9.0],
+    ]
+
+
 def test_export_weights_round_trip(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 

@@ -307,12 +307,17 @@ class MedzooDataModule(pl.LightningDataModule):
         self.num_workers = int(num_workers)
         self.seed = int(seed)
 
-    def train_loader(self, dataset: Dataset, *, drop_last: bool = False, **kwargs: Any) -> DataLoader:
-        """A shuffling DataLoader whose order and worker seeds depend only on ``(self.seed, epoch)``."""
+    def train_loader(
+        self, dataset: Dataset, *, batch_size: int | None = None, drop_last: bool = False, **kwargs: Any
+    ) -> DataLoader:
+        """A shuffling DataLoader whose order and worker seeds depend only on ``(self.seed, epoch)``.
+
+        ``batch_size`` overrides ``self.batch_size`` (e.g. for a batch-size schedule by epoch).
+        """
         sampler = EpochSeededSampler(len(dataset), seed=self.seed)
         return _DeferredIterDataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=self.batch_size if batch_size is None else batch_size,
             sampler=sampler,
             generator=sampler.generator,
             num_workers=self.num_workers,
@@ -322,11 +327,11 @@ class MedzooDataModule(pl.LightningDataModule):
             **kwargs,
         )
 
-    def eval_loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
-        """A DataLoader in dataset order for validation, test and prediction."""
+    def eval_loader(self, dataset: Dataset, *, batch_size: int | None = None, **kwargs: Any) -> DataLoader:
+        """A DataLoader in dataset order for validation, test and prediction (``batch_size`` overrides)."""
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=self.batch_size if batch_size is None else batch_size,
             shuffle=False,
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),

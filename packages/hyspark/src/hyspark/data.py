@@ -17,7 +17,7 @@ import torch
 from monai import transforms as mt
 from monai.data import Dataset as MonaiDataset
 from monai.data import MetaTensor, PersistentDataset, list_data_collate
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from medzoo.errors import MedzooDataError
 from medzoo.io import read_volume
@@ -340,9 +340,7 @@ class CTDataModule(MedzooDataModule):
         transforms = [*self._preprocess(("image",)), mt.EnsureTyped("image", track_meta=True)]
         dataset = CTDataset(self.predict_cases(), transforms, [], None)
         # One whole volume per batch (sizes differ between volumes).
-        return DataLoader(
-            dataset, batch_size=1, shuffle=False, num_workers=self.num_workers, collate_fn=_collate_single
-        )
+        return self.eval_loader(dataset, batch_size=1, collate_fn=_collate_single)
 
 
 def _collate_single(items: list[dict[str, Any]]) -> dict[str, Any]:

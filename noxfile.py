@@ -25,20 +25,33 @@ CORE = ROOT / "shared"
 PACKAGES = sorted(p for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").is_file())
 DIST = ROOT / "dist"
 
-# The fastest end-to-end path of each package's demo: generated data, a few optimisation steps,
-# then the package's own predict/test verbs. Keyed by distribution name.
+# Each package's demo as its README gives it: generated data (written under $MEDZOO_CACHE on first use),
+# a short fit, then the package's evaluation and predict verbs. Run in a scratch folder per package.
 DEMOS: dict[str, list[list[str]]] = {
     "han-landmark": [
         ["han-landmark", "fit", "--config", "demo"],
         ["han-landmark", "test", "--config", "demo", "--ckpt_path", "last"],
+        [
+            "han-landmark", "predict", "--config", "demo", "--ckpt_path", "last",
+            "--data.predict_images", "{cache}/han-landmark/phantoms-k6-n40-256x256-seed0/images",
+        ],
     ],
     "hyspark": [
         ["hyspark", "fit", "--config", "demo"],
+        ["hyspark", "predict", "--config", "demo", "--ckpt_path", "runs/hyspark-demo/checkpoints/last.ckpt"],
+        [
+            "hyspark", "finetune", "fit", "--config", "finetune_demo",
+            "--model.pretrained", "runs/hyspark-demo/checkpoints/last.ckpt",
+        ],
+        [
+            "hyspark", "finetune", "predict", "--config", "finetune_demo",
+            "--ckpt_path", "runs/hyspark-finetune-demo/checkpoints/last.ckpt",
+        ],
     ],
     "carzero": [
         ["carzero", "fit", "--config", "demo"],
     ],
-}
+}  # fmt: skip
 
 # `nox -s isolated` runs this after installing the hyspark wheel alone: import it and run its
 # fastest demo path (one tiny pre-training forward/backward on generated CT).
@@ -114,8 +127,9 @@ def isolated(session: nox.Session) -> None:
     session.run("python", "-m", "pip", "check")
     # spconv is the `cuda` extra only: a plain install must not pull it in.
     session.run("python", "-c", NO_SPCONV_CHECK)
-    with session.chdir(session.create_tmp()):
-        session.run(*ISOLATED_SMOKE)
+    scratch = Path(session.create_tmp())
+    with session.chdir(scratch):
+        session.run(*ISOLATED_SMOKE, env={"MEDZOO_CACHE": str(scratch / "cache")})
 
 
 @nox.session
@@ -123,11 +137,13 @@ def demo(session: nox.Session) -> None:
     """Every package's demo on generated data, in a scratch folder."""
     session.install(*CONSTRAINTS, *_editable_all())
     workdir = Path(session.create_tmp()) / "demo"
+    cache = workdir / "cache"
     for package in PACKAGES:
         (workdir / package.name).mkdir(parents=True, exist_ok=True)
         for command in DEMOS.get(package.name, []):
             with session.chdir(workdir / package.name):
-                session.run(*command)
+                args = [arg.format(cache=cache) for arg in command]
+                session.run(*args, env={"MEDZOO_CACHE": str(cache)})
 
 
 @nox.session

@@ -300,3 +300,14 @@ def test_ct_label_voxels_have_their_organs_hu(ct_root):
         assert 20 < np.median(soft) < 60
         assert abs(np.median(background[background > 500]) - 700) < 10
         assert hu[0, 0, :].max() < -900  # corners are air
+
+
+def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path) -> None:
+    from medzoo.synthetic import default_cache_dir
+
+    monkeypatch.delenv("MEDZOO_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "medzoo"
+    assert default_cache_dir("hyspark") == tmp_path / "xdg" / "medzoo" / "hyspark"
+    monkeypatch.setenv("MEDZOO_CACHE", str(tmp_path / "mine"))
+    assert default_cache_dir("carzero") == tmp_path / "mine" / "carzero"

@@ -106,7 +106,7 @@ def test_finetuning_loads_pretrained_encoder_weights(tmp_path):
 @pytest.fixture
 def demo_cache(tmp_path_factory, monkeypatch):
     cache = tmp_path_factory.getbasetemp() / "hyspark-cache"
-    monkeypatch.setenv("HYSPARK_CACHE", str(cache))
+    monkeypatch.setenv("MEDZOO_CACHE", str(cache))
     return cache
 
 
@@ -119,7 +119,7 @@ def test_cli_round_trip_pretrain_then_finetune(tmp_path, demo_cache):
     ]
     main(["fit", "--config", "demo", f"--trainer.default_root_dir={pre_root}", *common])
     last = pre_root / "checkpoints" / "last.ckpt"
-    assert last.is_file() and (demo_cache / "synthetic-ct-6-0" / "dataset.json").is_file()
+    assert last.is_file() and (demo_cache / "hyspark" / "synthetic-ct-6-0" / "dataset.json").is_file()
 
     main(["predict", "--config", "demo", f"--trainer.default_root_dir={pre_root}", f"--ckpt_path={last}"])
     (png,) = (pre_root / "predictions").glob("*_reconstruction.png")
@@ -138,7 +138,7 @@ def test_cli_round_trip_pretrain_then_finetune(tmp_path, demo_cache):
           f"--ckpt_path={ft_last}"])  # fmt: skip
     (mask_path,) = (ft_root / "predictions").glob("*_seg.nii.gz")
     case = mask_path.name.replace("_seg.nii.gz", ".nii.gz")
-    source = nib.load(str(demo_cache / "synthetic-ct-6-0" / "imagesTr" / case))
+    source = nib.load(str(demo_cache / "hyspark" / "synthetic-ct-6-0" / "imagesTr" / case))
     mask = nib.load(str(mask_path))
     assert mask.shape == source.shape  # the input's own voxel grid...
     np.testing.assert_allclose(mask.affine, source.affine, atol=1e-4)  # ...and geometry

@@ -42,6 +42,7 @@ from medzoo.io import (
     read_normalized_txt,
 )
 from medzoo.lightning import MedzooDataModule, seeded_split
+from medzoo.synthetic import default_cache_dir
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -531,13 +532,6 @@ class LandmarkDataset(Dataset):
 # --------------------------------------------------------------------------------------------- DataModule
 
 
-def default_cache_dir() -> Path:
-    """``$MEDZOO_CACHE`` or ``$XDG_CACHE_HOME/medzoo`` (default ``~/.cache/medzoo``)."""
-    if os.environ.get("MEDZOO_CACHE"):
-        return Path(os.environ["MEDZOO_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "medzoo"
-
-
 class LandmarkDataModule(MedzooDataModule):
     """Landmark data in any supported layout, with a validation split for model selection.
 
@@ -636,7 +630,7 @@ class LandmarkDataModule(MedzooDataModule):
             raise MedzooDataError("data.root", "None", "the dataset folder (--data.root DIR)")
         h, w = self.synthetic_size
         name = f"phantoms-k{self.num_landmarks}-n{self.synthetic_images}-{h}x{w}-seed{self.seed}"
-        return default_cache_dir() / "han-landmark" / name
+        return default_cache_dir("han-landmark") / name
 
     def prepare_data(self) -> None:
         root = self.data_root()

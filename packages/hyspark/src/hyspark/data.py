@@ -22,14 +22,10 @@ from torch.utils.data import Dataset
 from medzoo.errors import MedzooDataError
 from medzoo.io import read_volume
 from medzoo.lightning import MedzooDataModule, seeded_split
+from medzoo.synthetic import default_cache_dir
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 AIR_HU_BELOW = -500.0  # a CT in Hounsfield units shows air (about -1000 HU) somewhere
-
-
-def default_cache_dir() -> Path:
-    """``$HYSPARK_CACHE`` or ``~/.cache/hyspark``: where the demo's synthetic CT set is generated."""
-    return Path(os.environ.get("HYSPARK_CACHE", Path.home() / ".cache" / "hyspark"))
 
 
 def _is_nifti(path: Path) -> bool:
@@ -234,7 +230,9 @@ def make_demo_dataset(root: str | os.PathLike | None = None, n_volumes: int = 6,
     """Generate (once) the synthetic CT set used by ``--config demo`` and return its root."""
     from medzoo.synthetic import make_ct_dataset
 
-    root = Path(root) if root is not None else default_cache_dir() / f"synthetic-ct-{n_volumes}-{seed}"
+    root = (
+        Path(root) if root is not None else default_cache_dir("hyspark") / f"synthetic-ct-{n_volumes}-{seed}"
+    )
     if not (root / "dataset.json").is_file():
         make_ct_dataset(root, n_volumes=n_volumes, shape=(64, 64, 64), spacing=(1.5, 1.5, 1.5), seed=seed)
     return root
@@ -250,7 +248,7 @@ class CTDataModule(MedzooDataModule):
 
     Args:
         root: dataset folder (see :func:`find_cases`). None: a synthetic CT set generated into
-            ``$HYSPARK_CACHE`` (the offline demo).
+            ``$MEDZOO_CACHE/hyspark`` (default ``~/.cache/medzoo/hyspark``; the offline demo).
         task: "pretrain" or "segment".
         crop_size, crops_per_volume, spacing, hu_range, flip_prob, crop_sampling: preprocessing (paper
             defaults).

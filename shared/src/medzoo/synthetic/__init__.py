@@ -5,9 +5,12 @@
   MIMIC-like ``reports.csv`` and the NIH ChestX-ray14 layouts.
 * :func:`make_ct_dataset`: CT-like NIfTI volumes with organ label maps in the MSD layout.
 
-Same arguments and seed give byte-identical files; item ``i`` depends only on ``(seed, i)``.
+Demos generate them on first use under :func:`default_cache_dir` (``$MEDZOO_CACHE``, default
+``~/.cache/medzoo``). Same arguments and seed give byte-identical files; item ``i`` depends only on
+``(seed, i)``.
 """
 
+from medzoo.synthetic.cache import default_cache_dir
 from medzoo.synthetic.ct import CT_ORGANS, ct_organ_table, make_ct_dataset, render_ct_volume
 from medzoo.synthetic.cxr import (
     NIH_FINDINGS,
@@ -29,6 +32,7 @@ __all__ = [
     "NIH_FREQUENCY_RANK",
     "LandmarkPhantomTemplate",
     "ct_organ_table",
+    "default_cache_dir",
     "landmark_phantom_template",
     "make_ct_dataset",
     "make_cxr_dataset",

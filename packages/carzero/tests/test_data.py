@@ -242,3 +242,25 @@ def test_unknown_dataset_and_missing_layout_files(tmp_path):
         load_test_set("chestxray14", tmp_path)
     with pytest.raises(MedzooDataError, match=r"test\.json"):
         load_test_set("chestxdet10", tmp_path)
+
+
+def test_datamodule_aligns_reports_on_the_fly(tmp_path):
+    from carzero.alignment import rule_based_align
+
+    write_training_csv(tmp_path)
+    table = pd.read_csv(tmp_path / "reports.csv")
+    table.loc[0, "report"] = "Small left pleural effusion. No pneumothorax."
+    table.to_csv(tmp_path / "reports.csv", index=False)
+    module = CARZeroDataModule(root=str(tmp_path), text_columns=["report", "aligned_report"],
+                               align_reports=True, resize=40, crop=32)  # fmt: skip
+    module.setup("fit")
+    pool = module.datasets["train"].sentences[0]
+    assert (
+        rule_based_align(table.loc[0, "report"])
+        == "there is small left pleural effusion. there is no pneumothorax."
+    )
+    assert pool == ["small left pleural effusion", "no pneumothorax",
+                    "there is small left pleural effusion", "there is no pneumothorax"]  # fmt: skip
+    # Without the option the column must exist in the CSV.
+    with pytest.raises(MedzooDataError, match="aligned_report"):
+        CARZeroDataModule(root=str(tmp_path), text_columns=["report", "aligned_report"]).setup("fit")

@@ -226,3 +226,25 @@ def test_overfit_tiny_paired_set_to_full_matching_accuracy(tiny_parts):
     assert torch.equal(scores.argmax(1), torch.arange(4)), "image-to-text matching accuracy below 100%"
     assert torch.equal(scores.argmax(0), torch.arange(4)), "text-to-image matching accuracy below 100%"
     assert F.cross_entropy(scores, torch.arange(4)).item() < 0.1
+
+
+def test_frozen_text_encoder_gets_no_updates_and_stays_in_eval_mode(tiny_bert_dir):
+    from carzero.module import CARZeroModule
+
+    module = CARZeroModule(text_model=str(tiny_bert_dir), vit="tiny", max_words=24, fusion_depth=1,
+                           fusion_heads=2, fusion_ffn_dim=64, freeze_text_encoder=True)  # fmt: skip
+    module.train()
+    assert not module.model.text_encoder.training and module.model.fusion.training
+    before = {k: v.clone() for k, v in module.model.text_encoder.state_dict().items()}
+    optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=1e-2)
+    s_i2t, s_t2i = module(torch.randn(4, 3, 32, 32), SENTENCES)
+    carzero_loss(s_i2t, s_t2i).backward()
+    optimizer.step()
+    assert all(p.grad is None for p in module.model.text_encoder.parameters())
+    assert module.model.image_encoder.vit.patch_embed.proj.weight.grad is not None
+    for key, value in module.model.text_encoder.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+    # Frozen: the text features are those of the encoder in eval mode, identical across calls.
+    tokens = module.tokenize(SENTENCES)
+    first = module.model.encode_text(**tokens)[0]
+    torch.testing.assert_close(module.model.encode_text(**tokens)[0], first)

@@ -25,6 +25,7 @@ from medzoo.lightning import MedzooDataModule
 NORMALIZE_MEAN = 0.4978
 NORMALIZE_STD = 0.2449
 FRONTAL_VIEWS = ("PA", "AP")
+ALIGNED_COLUMN = "aligned_report"  # written by `carzero align-reports` (or on the fly: align_reports=True)
 
 CHESTXRAY14_CLASSES = (
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
@@ -507,6 +508,9 @@ class CARZeroDataModule(MedzooDataModule):
         resize, crop: transform sizes (paper: 256 and 224).
         test_set, test_root: evaluate `carzero test` on an official test set (`TEST_SETS`) instead of the
             CSV's test split.
+        align_reports: add the column `aligned_report` = `carzero.alignment.rule_based_align` of the first
+            text column when the CSV lacks it (the no-LLM path of `carzero align-reports`, run on the fly);
+            list `aligned_report` in `text_columns` to train on it. The demo uses it on the synthetic reports.
         synthetic: keyword arguments of `make_cxr_dataset` for the demo.
         cache_dir: where the synthetic dataset goes when `root` is None.
     """
@@ -527,6 +531,7 @@ class CARZeroDataModule(MedzooDataModule):
         crop: int = 224,
         test_set: str | None = None,
         test_root: str | None = None,
+        align_reports: bool = False,
         synthetic: dict[str, Any] | None = None,
         cache_dir: str = "~/.cache/medzoo/carzero-demo",
         num_workers: int = 0,
@@ -546,6 +551,7 @@ class CARZeroDataModule(MedzooDataModule):
         self.crop = crop
         self.test_set = test_set
         self.test_root = test_root
+        self.align_reports = align_reports
         self.synthetic = synthetic
         self.cache_dir = cache_dir
         self.datasets: dict[str, Dataset] = {}
@@ -571,6 +577,15 @@ class CARZeroDataModule(MedzooDataModule):
         if not csv_path.is_file():
             raise MedzooDataError(csv_path, "no such file", "the training CSV")
         frame = pd.read_csv(csv_path)
+        if self.align_reports and ALIGNED_COLUMN not in frame:
+            from carzero.alignment import rule_based_align
+
+            source = self.text_columns[0]
+            _require_columns(frame, [source], csv_path)
+            frame[ALIGNED_COLUMN] = [
+                rule_based_align(text) if isinstance(text, str) and text.strip() else None
+                for text in frame[source]
+            ]
         needed = [self.image_column, self.split_column, *self.text_columns, *self.class_names]
         _require_columns(frame, needed + ([self.view_column] if self.view_column else []), csv_path)
         if self.view_column:

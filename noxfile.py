@@ -50,6 +50,15 @@ DEMOS: dict[str, list[list[str]]] = {
     ],
     "carzero": [
         ["carzero", "fit", "--config", "demo"],
+        [
+            "carzero", "zeroshot", "--images", "{cache}/carzero/demo/images",
+            "--findings", "Pneumonia,Effusion,Pneumothorax",
+            "--ckpt", "runs/carzero-demo/checkpoints/last.ckpt", "--output", "scores.csv",
+        ],
+        [
+            "carzero", "evaluate", "--dataset", "chestxray14", "--root", "{cache}/carzero/demo",
+            "--ckpt", "runs/carzero-demo/checkpoints/last.ckpt",
+        ],
     ],
 }  # fmt: skip
 
@@ -127,7 +136,7 @@ def isolated(session: nox.Session) -> None:
     session.run("python", "-m", "pip", "check")
     # spconv is the `cuda` extra only: a plain install must not pull it in.
     session.run("python", "-c", NO_SPCONV_CHECK)
-    scratch = Path(session.create_tmp())
+    scratch = Path(session.create_tmp()).resolve()
     with session.chdir(scratch):
         session.run(*ISOLATED_SMOKE, env={"MEDZOO_CACHE": str(scratch / "cache")})
 
@@ -136,7 +145,7 @@ def isolated(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """Every package's demo on generated data, in a scratch folder."""
     session.install(*CONSTRAINTS, *_editable_all())
-    workdir = Path(session.create_tmp()) / "demo"
+    workdir = Path(session.create_tmp()).resolve() / "demo"
     cache = workdir / "cache"
     for package in PACKAGES:
         (workdir / package.name).mkdir(parents=True, exist_ok=True)

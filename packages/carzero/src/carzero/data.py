@@ -21,6 +21,7 @@ from torchvision import transforms as T
 
 from medzoo.errors import MedzooDataError
 from medzoo.lightning import MedzooDataModule
+from medzoo.synthetic import default_cache_dir
 
 NORMALIZE_MEAN = 0.4978
 NORMALIZE_STD = 0.2449
@@ -512,7 +513,8 @@ class CARZeroDataModule(MedzooDataModule):
             text column when the CSV lacks it (the no-LLM path of `carzero align-reports`, run on the fly);
             list `aligned_report` in `text_columns` to train on it. The demo uses it on the synthetic reports.
         synthetic: keyword arguments of `make_cxr_dataset` for the demo.
-        cache_dir: where the synthetic dataset goes when `root` is None.
+        cache_dir: where the synthetic dataset goes when `root` is None (default
+            `$MEDZOO_CACHE/carzero/demo`, i.e. `~/.cache/medzoo/carzero/demo`).
     """
 
     def __init__(
@@ -533,7 +535,7 @@ class CARZeroDataModule(MedzooDataModule):
         test_root: str | None = None,
         align_reports: bool = False,
         synthetic: dict[str, Any] | None = None,
-        cache_dir: str = "~/.cache/medzoo/carzero-demo",
+        cache_dir: str | None = None,
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
@@ -564,7 +566,8 @@ class CARZeroDataModule(MedzooDataModule):
             raise MedzooDataError("data.root", repr(self.root), "an existing dataset folder")
         from medzoo.synthetic import make_cxr_dataset
 
-        target = Path(self.root or self.cache_dir).expanduser()
+        fallback = self.cache_dir or default_cache_dir("carzero") / "demo"
+        target = Path(self.root or fallback).expanduser()
         if not (target / self.csv).is_file():
             make_cxr_dataset(target, **self.synthetic)
         return target
@@ -635,12 +638,9 @@ class CARZeroDataModule(MedzooDataModule):
         dataset = self.datasets["train"]
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         dataset.set_epoch(epoch)
-        eval_batch_size, self.batch_size = self.batch_size, self.train_batch_size(epoch)
-        try:
-            # Contrastive batches need >= 2 pairs: drop a ragged last batch unless it is the only one.
-            return self.train_loader(dataset, drop_last=len(dataset) > self.batch_size)
-        finally:
-            self.batch_size = eval_batch_size
+        batch_size = self.train_batch_size(epoch)
+        # Contrastive batches need >= 2 pairs: drop a ragged last batch unless it is the only one.
+        return self.train_loader(dataset, batch_size=batch_size, drop_last=len(dataset) > batch_size)
 
     def val_dataloader(self):
         loaders = [self.eval_loader(self.datasets["validate"])]

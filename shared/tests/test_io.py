@@ -431,3 +431,18 @@ def test_write_json_and_csv(tmp_path):
     write_csv(tmp_path / "t.csv", frame)
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "t.csv"), frame)
     assert b"\r" not in (tmp_path / "t.csv").read_bytes()
+
+
+def test_list_images_finds_image_suffixes_only(tmp_path: Path) -> None:
+    from medzoo.io import list_images
+
+    (tmp_path / "sub").mkdir()
+    for name in ("b.PNG", "a.dcm", "notes.txt", "sub/c.jpg", "volume.nii.gz"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in list_images(tmp_path)] == ["a.dcm", "b.PNG"]
+    assert [p.name for p in list_images(tmp_path, recursive=True)] == ["a.dcm", "b.PNG", "c.jpg"]
+    with pytest.raises(MedzooDataError, match="no such folder"):
+        list_images(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MedzooDataError, match="no image files"):
+        list_images(tmp_path / "empty")

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from torchvision import transforms as T
 
 from medzoo.errors import MedzooDataError
+from medzoo.io import list_images
 from medzoo.lightning import MedzooDataModule
 from medzoo.synthetic import default_cache_dir
 
@@ -229,17 +230,8 @@ class LabelledImageDataset(Dataset):
 class ImageFolderDataset(Dataset):
     """Every image file under a folder (sorted), for `carzero zeroshot`. Items: {"image", "index"}."""
 
-    SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
-
     def __init__(self, folder: str | Path, transform: Callable) -> None:
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise MedzooDataError(folder, "no such folder", "a folder of chest X-ray images")
-        self.image_paths = sorted(
-            p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in self.SUFFIXES
-        )
-        if not self.image_paths:
-            raise MedzooDataError(folder, "no image files", f"images with suffix in {self.SUFFIXES}")
+        self.image_paths = list_images(folder, recursive=True)
         self.transform = transform
 
     def __len__(self) -> int:

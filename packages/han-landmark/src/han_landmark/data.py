@@ -35,6 +35,8 @@ from torch.utils.data import Dataset
 
 from medzoo.errors import MedzooDataError
 from medzoo.io import (
+    IMAGE_SUFFIXES,
+    list_images,
     read_coco_keypoints,
     read_image,
     read_isbi_txt,
@@ -44,7 +46,6 @@ from medzoo.io import (
 from medzoo.lightning import MedzooDataModule, seeded_split
 from medzoo.synthetic import default_cache_dir
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 ISBI2015_FOLDERS = {"train": "TrainingData", "test1": "Test1Data", "test2": "Test2Data"}
@@ -96,17 +97,6 @@ def _find_image(folder: Path, stem: str) -> Path:
     raise MedzooDataError(
         folder / stem, "no such image file", f"an image named {stem}[{'|'.join(IMAGE_SUFFIXES)}]"
     )
-
-
-def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files (known suffixes) directly in ``folder``, sorted by name."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise MedzooDataError(folder, "no such folder", "a folder of images")
-    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not images:
-        raise MedzooDataError(folder, "no image files", f"images with a suffix in {IMAGE_SUFFIXES}")
-    return images
 
 
 # ---------------------------------------------------------------------------------------------------- loaders

@@ -10,7 +10,7 @@ Bad input raises ``medzoo.errors.MedzooDataError`` naming the path, what was fou
 """
 
 from medzoo.io.atomic import atomic_path, atomic_write, write_csv, write_json, write_png, write_text
-from medzoo.io.images import Image2D, is_dicom_file, read_image
+from medzoo.io.images import IMAGE_SUFFIXES, Image2D, is_dicom_file, list_images, read_image
 from medzoo.io.landmarks import (
     LandmarkRecord,
     read_coco_keypoints,
@@ -25,6 +25,7 @@ from medzoo.io.landmarks import (
 from medzoo.io.volumes import LPS_TO_RAS, Volume, read_volume, reorient_to_ras, write_volume
 
 __all__ = [
+    "IMAGE_SUFFIXES",
     "LPS_TO_RAS",
     "Image2D",
     "LandmarkRecord",
@@ -32,6 +33,7 @@ __all__ = [
     "atomic_path",
     "atomic_write",
     "is_dicom_file",
+    "list_images",
     "read_coco_keypoints",
     "read_image",
     "read_isbi_txt",

@@ -11,11 +11,13 @@ import numpy as np
 
 from medzoo.errors import MedzooDataError
 
-__all__ = ["Image2D", "is_dicom_file", "read_image"]
+__all__ = ["IMAGE_SUFFIXES", "Image2D", "is_dicom_file", "list_images", "read_image"]
 
 _PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
 _DICOM_SUFFIXES = (".dcm", ".dicom")
+# File suffixes that `list_images` picks up as 2D images (MHA/NRRD are left out: they often hold volumes).
+IMAGE_SUFFIXES = _PIL_SUFFIXES + _DICOM_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,26 @@ class Image2D:
     array: np.ndarray
     spacing: tuple[float, float] | None
     path: Path
+
+
+def list_images(folder: str | os.PathLike, *, recursive: bool = False) -> list[Path]:
+    """The 2D image files (suffix in :data:`IMAGE_SUFFIXES`, any case) in ``folder``, sorted by path.
+
+    Args:
+        folder: the folder to list.
+        recursive: also list sub-folders.
+
+    Raises:
+        MedzooDataError: the folder does not exist or holds no image file.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MedzooDataError(folder, "no such folder", "a folder of images")
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    images = sorted(p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not images:
+        raise MedzooDataError(folder, "no image files", f"images with a suffix in {IMAGE_SUFFIXES}")
+    return images
 
 
 def is_dicom_file(path: str | os.PathLike) -> bool:

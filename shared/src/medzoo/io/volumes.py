@@ -16,7 +16,7 @@ import numpy as np
 
 from medzoo.errors import MedzooDataError
 from medzoo.io.atomic import atomic_path
-from medzoo.io.images import dicom_pixels, is_dicom_file
+from medzoo.io.images import IMAGE_SUFFIXES, dicom_pixels, is_dicom_file
 
 __all__ = ["LPS_TO_RAS", "Volume", "read_volume", "reorient_to_ras", "write_volume"]
 
@@ -25,7 +25,6 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
 
 
 @dataclass(frozen=True)
@@ -116,7 +115,7 @@ def read_volume(
     if path.suffix.lower() in _ITK_SUFFIXES:
         array, affine = _read_itk_volume(path)
         return _finish(array, affine, path, reorient_to_ras)
-    if path.suffix.lower() in _IMAGE_SUFFIXES or is_dicom_file(path):
+    if path.suffix.lower() in IMAGE_SUFFIXES or is_dicom_file(path):
         raise MedzooDataError(
             path,
             "a 2D image file",

@@ -169,3 +169,9 @@ def test_persistent_cache_stores_the_preprocessing(tmp_path):
     assert first.shape == (1, 16, 16, 16)
     assert len(list(cache.glob("*.pt"))) == 1  # the deterministic part, written once
     assert dataset[0][0]["image"].shape == (1, 16, 16, 16)  # served from the cache
+    # Known answer: the cached preprocessing equals the uncached one, and is served without the source file.
+    uncached = CTDataset([{"image": str(path)}], preprocess_transforms(("image",)), [], None)[0]["image"]
+    cached = CTDataset([{"image": str(path)}], preprocess_transforms(("image",)), [], str(tmp_path / "c2"))
+    torch.testing.assert_close(torch.as_tensor(cached[0]["image"]), torch.as_tensor(uncached))
+    path.unlink()
+    torch.testing.assert_close(torch.as_tensor(cached[0]["image"]), torch.as_tensor(uncached))

@@ -159,6 +159,10 @@ def test_bad_inputs_give_clear_errors(trained, tmp_path, tiny_bert_dir):
                 str(tmp_path / "x.ckpt"),
             ]
         )
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(ckpt.read_bytes()[:1000])
+    with pytest.raises(MedzooDataError, match="unreadable checkpoint"):
+        main(["zeroshot", "--images", str(tmp_path), "--findings", "Effusion", "--ckpt", str(truncated)])
     # An image listed in the NIH table but missing on disk.
     data = tmp_path / "nih"
     shutil.copytree(trained[0] / "data", data, ignore=shutil.ignore_patterns("*.png"))

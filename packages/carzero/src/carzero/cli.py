@@ -28,7 +28,12 @@ def load_module(ckpt: Path, device: str = "cpu", text_model: str | None = None) 
     ckpt = Path(ckpt)
     if not ckpt.is_file():
         raise MedzooDataError(ckpt, "no such file", "a carzero Lightning checkpoint (.ckpt)")
-    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    try:
+        raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated file, not a torch file, or pickled objects weights_only refuses
+        raise MedzooDataError(
+            ckpt, f"an unreadable checkpoint ({type(error).__name__})", "a checkpoint of `carzero fit`"
+        ) from error
     if not isinstance(raw, dict) or "state_dict" not in raw or "hyper_parameters" not in raw:
         raise MedzooDataError(
             ckpt, "a file without state_dict/hyper_parameters", "a checkpoint of `carzero fit`"

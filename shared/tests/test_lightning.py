@@ -18,6 +18,7 @@ from medzoo.errors import MedzooDataError, MedzooTrainingError
 from medzoo.lightning import (
     MedzooDataModule,
     MedzooModule,
+    PredictionWriter,
     WarmupCosineLR,
     cli,
     resolve_config_args,
@@ -27,6 +28,19 @@ from medzoo.lightning import (
 # ------------------------------------------------------------------------------------------------------------
 # A tiny linear regressor on seeded synthetic data
 # ------------------------------------------------------------------------------------------------------------
+
+
+class RegressionWriter(PredictionWriter):
+    """One JSON file per input (``row_<index>.json``) and a summary row with the prediction."""
+
+    def write_batch(self, prediction, batch, output_dir):
+        from medzoo.io import write_json
+
+        rows = []
+        for index, value in zip(batch[2].tolist(), prediction[:, 0].tolist(), strict=True):
+            write_json(output_dir / f"row_{index}.json", {"index": index, "prediction": value})
+            rows.append({"index": index, "prediction": value})
+        return rows
 
 
 class LinearRegressor(MedzooModule):
@@ -58,8 +72,11 @@ class LinearRegressor(MedzooModule):
         x, y = batch
         self.log("val/mse", nn.functional.mse_loss(self.net(x), y))
 
-    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def predict_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         return self.net(batch[0])
+
+    def prediction_writer(self) -> PredictionWriter:
+        return RegressionWriter()
 
 
 class NoisyInputs(TensorDataset):
@@ -99,7 +116,8 @@ class SyntheticRegression(MedzooDataModule):
         return self.eval_loader(TensorDataset(self.x[self.val_idx], self.y[self.val_idx]))
 
     def predict_dataloader(self):
-        return self.eval_loader(TensorDataset(self.x[self.val_idx], self.y[self.val_idx]))
+        index = torch.as_tensor(self.val_idx)
+        return self.eval_loader(TensorDataset(self.x[self.val_idx], self.y[self.val_idx], index))
 
 
 PKG = "medzoo_fakepkg"
@@ -265,6 +283,16 @@ def test_predict_from_checkpoint_with_weights_only(tmp_path: Path) -> None:
     assert predicted.config.predict.weights_only is True
     a, b = weights(fitted.model), weights(predicted.model)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # The contract: predict writes through the module's PredictionWriter into <root>/predictions/.
+    import pandas as pd
+
+    summary = pd.read_csv(tmp_path / "predictions" / "summary.csv")
+    data = SyntheticRegression()
+    with torch.no_grad():
+        expected = fitted.model.net(data.x[data.val_idx])[:, 0].numpy()
+    assert summary["index"].tolist() == data.val_idx.tolist()
+    np.testing.assert_allclose(summary["prediction"].to_numpy(), expected, rtol=1e-5)
+    assert len(list((tmp_path / "predictions").glob("row_*.json"))) == len(data.val_idx)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -283,13 +311,13 @@ def zeroshot(images: Path, findings: list[str], threshold: float = 0.5) -> dict:
     return {"images": images, "findings": findings, "threshold": threshold}
 
 
-def test_extra_commands_dispatch_with_typed_args(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_commands_dispatch_with_typed_args(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = cli(
         LinearRegressor,
         SyntheticRegression,
         package=PKG,
         args=["zeroshot", "--images", str(tmp_path), "--findings", "[a, b]", "--threshold", "0.25"],
-        extra_commands={"zeroshot": zeroshot},
+        commands={"zeroshot": zeroshot},
     )
     assert out == {"images": tmp_path, "findings": ["a", "b"], "threshold": 0.25}
     # The comma shorthand for list-of-string arguments, and the --name=value form.
@@ -298,7 +326,7 @@ def test_extra_commands_dispatch_with_typed_args(tmp_path: Path, capsys: pytest.
         SyntheticRegression,
         package=PKG,
         args=["zeroshot", f"--images={tmp_path}", "--findings", "pleural effusion, edema"],
-        extra_commands={"zeroshot": zeroshot},
+        commands={"zeroshot": zeroshot},
     )
     assert out == {"images": tmp_path, "findings": ["pleural effusion", "edema"], "threshold": 0.5}
     with pytest.raises(SystemExit):
@@ -307,7 +335,7 @@ def test_extra_commands_dispatch_with_typed_args(tmp_path: Path, capsys: pytest.
             None,
             package=PKG,
             args=["zeroshot", "--threshold", "x"],
-            extra_commands={"zeroshot": zeroshot},
+            commands={"zeroshot": zeroshot},
         )
     assert "threshold" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
@@ -316,7 +344,7 @@ def test_extra_commands_dispatch_with_typed_args(tmp_path: Path, capsys: pytest.
             SyntheticRegression,
             package=PKG,
             args=["--help"],
-            extra_commands={"zeroshot": zeroshot},
+            commands={"zeroshot": zeroshot},
         )
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out

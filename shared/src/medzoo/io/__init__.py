@@ -10,6 +10,7 @@ Bad input raises ``medzoo.errors.MedzooDataError`` naming the path, what was fou
 """
 
 from medzoo.io.atomic import atomic_path, atomic_write, write_csv, write_json, write_png, write_text
+from medzoo.io.display import to_uint8
 from medzoo.io.images import IMAGE_SUFFIXES, Image2D, is_dicom_file, list_images, read_image
 from medzoo.io.landmarks import (
     LandmarkRecord,
@@ -41,6 +42,7 @@ __all__ = [
     "read_normalized_txt",
     "read_volume",
     "reorient_to_ras",
+    "to_uint8",
     "write_coco_keypoints",
     "write_csv",
     "write_isbi_txt",

@@ -1,0 +1,90 @@
+"""Trainer plumbing: the atomic checkpoint writer, per-epoch reseeding and checkpoint-path resolution."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.utilities.cloud_io import get_filesystem
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.plugins import TorchCheckpointIO
+
+from medzoo.errors import MedzooDataError
+from medzoo.lightning.data import epoch_seed
+
+__all__ = ["AtomicCheckpointIO", "EpochSeedCallback", "resolve_ckpt_path"]
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file in the target folder, then ``os.replace``s it.
+
+    A crash or a kill during saving leaves the previous ``last.ckpt`` intact instead of a truncated file.
+    Remote paths (``s3://`` ...) fall back to Lightning's own transactional save.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        fs = get_filesystem(path)
+        if storage_options is not None or "file" not in _protocols(fs):
+            super().save_checkpoint(checkpoint, path, storage_options=storage_options)
+            return
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                torch.save(checkpoint, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    protocol = fs.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+
+class EpochSeedCallback(Callback):
+    """Reseeds torch, numpy and ``random`` at the start of every training epoch from ``(seed, epoch)``.
+
+    Randomness inside the training step (dropout, stochastic depth, random masks) then depends only on the
+    seed and the epoch, so a run resumed from an epoch-end checkpoint continues exactly like an
+    uninterrupted one.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = int(seed)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = epoch_seed(self.seed, trainer.current_epoch + 1000)
+        random.seed(value)
+        np.random.seed(value % 2**32)  # noqa: NPY002 - user code may draw from the legacy global RNG
+        torch.manual_seed(value)
+
+
+def resolve_ckpt_path(ckpt_path: str | os.PathLike, root_dir: str | os.PathLike = ".") -> Path:
+    """A checkpoint path from the command line; ``last`` means ``<root_dir>/checkpoints/last.ckpt``.
+
+    Raises:
+        MedzooDataError: the resolved file does not exist.
+    """
+    path = Path(root_dir) / "checkpoints" / "last.ckpt" if str(ckpt_path) == "last" else Path(ckpt_path)
+    if not path.is_file():
+        raise MedzooDataError(
+            f"--ckpt_path {ckpt_path}",
+            f"no such file ({path})",
+            "a checkpoint written by `fit`, or `last` for <default_root_dir>/checkpoints/last.ckpt",
+        )
+    return path

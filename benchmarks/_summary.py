@@ -19,7 +19,8 @@ def main(quick: bool) -> Path:
         machine = data.get("machine", {})
         machines.add(
             f"{machine.get('processor', '?')}, {machine.get('cpu_count', '?')} cores, "
-            f"{machine.get('threads', '?')} threads, {machine.get('device', '?')}, torch {machine.get('torch')}"
+            f"{machine.get('threads', '?')} threads, {machine.get('device', '?')}, "
+            f"torch {machine.get('torch')}"
         )
         for item in data.get("claims", []):
             rows.append((data.get("benchmark", path.stem), item))

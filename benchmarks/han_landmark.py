@@ -111,7 +111,7 @@ def _model_job(
     torch.set_num_threads(threads)
     dev = torch.device(device)
     torch.manual_seed(0)
-    model = create_model(variant, 19 if variant == "paper" else 6).to(dev)
+    model = create_model(variant).to(dev)
     image = torch.randn(batch, 3, *hw, device=dev)
     if not train:
         model.eval()

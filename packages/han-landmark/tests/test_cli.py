@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from han_landmark.cli import main
 from han_landmark.module import HANLandmarkModule
 from medzoo.errors import MedzooDataError
-from medzoo.io import read_image, read_landmark_csv
+from medzoo.io import read_image
 
 
 def _common(data, runs) -> list[str]:
@@ -45,7 +47,7 @@ def test_cli_round_trip_fit_test_predict(tmp_path):
     metrics = pd.concat(pd.read_csv(p) for p in (runs / "csv").glob("version_*/metrics.csv"))
     assert metrics["test/mre_px"].notna().any() and metrics["val/mre"].notna().any()
 
-    main(["predict", *common, "--ckpt_path", str(last), "--data.predict_images", str(data / "images")])
+    main(["predict", *common, "--ckpt_path", str(last), "--data.predict_root", str(data / "images")])
     out = runs / "predictions"
     images = sorted((data / "images").glob("*.png"))
     assert len(images) == 8
@@ -57,8 +59,13 @@ def test_cli_round_trip_fit_test_predict(tmp_path):
         assert (record["width"], record["height"]) == (64, 64)
         overlay = read_image(out / f"{image.stem}_overlay.png").array
         assert overlay.shape == (64, 64, 3)
-    summary = read_landmark_csv(out / "landmarks.csv", num_landmarks=6)
-    assert sorted(summary) == [p.name for p in images]
+    summary = pd.read_csv(out / "summary.csv")
+    assert sorted(summary["image"]) == [p.name for p in images]
+    for _, row in summary.iterrows():  # the summary repeats each image's own CSV
+        table = pd.read_csv(out / f"{Path(row['image']).stem}.csv")
+        np.testing.assert_allclose([row[f"x{k}"] for k in range(6)], table["x"], rtol=1e-9)
+        np.testing.assert_allclose([row[f"y{k}"] for k in range(6)], table["y"], rtol=1e-9)
+        assert row["mean_score"] == pytest.approx(table["score"].mean())
 
 
 def test_cli_missing_data_root_is_a_clear_error(tmp_path):

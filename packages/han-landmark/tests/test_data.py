@@ -11,24 +11,19 @@ import pytest
 import torch
 from PIL import Image
 
-from han_landmark.data import (
+from han_landmark.data import LandmarkDataModule, LandmarkDataset
+from han_landmark.layouts import (
     CHEST_FLIP_PAIRS,
-    AugmentationConfig,
-    LandmarkDataModule,
-    LandmarkDataset,
     LandmarkSample,
-    apply_matrix,
     hand_spacing,
     load_coco,
     load_csv_layout,
     load_hand_csv,
     load_isbi2015,
     load_normalized_txt_layout,
-    resize_matrix,
 )
+from han_landmark.transforms import AugmentationConfig, apply_matrix, resize_matrix
 from medzoo.errors import MedzooDataError
-
-SHENZHEN = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "chest-shenzhen"
 
 
 def _write_image(path: Path, size_hw=(40, 30), value=0) -> Path:
@@ -129,11 +124,8 @@ def test_csv_layout_missing_file_and_wrong_count(tmp_path):
         load_csv_layout(tmp_path, num_landmarks=3)
 
 
-def test_normalized_txt_layout_on_real_shenzhen_chest_data():
-    if not SHENZHEN.is_dir():
-        pytest.skip(
-            f"real data not found at {SHENZHEN} (../shared/data is only present in the medzoo checkout)"
-        )
+def test_normalized_txt_layout_on_real_shenzhen_chest_data(shared_data: Path):
+    SHENZHEN = shared_data / "chest-shenzhen"
     samples = load_normalized_txt_layout(SHENZHEN, image_dir="images", num_landmarks=6)
     assert len(samples) == 11
     cases = pd.read_csv(SHENZHEN / "cases.csv").set_index("image")

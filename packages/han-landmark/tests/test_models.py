@@ -17,6 +17,7 @@ from han_landmark.models import (
     han_paper,
     han_tiny,
 )
+from medzoo.errors import MedzooDataError
 
 
 @pytest.fixture(scope="module")
@@ -216,5 +217,7 @@ def test_tiny_model_handles_sizes_not_divisible_by_32():
 
 
 def test_unknown_configuration_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown HAN configuration"):
-        create_model("huge", 5)
+    with pytest.raises(MedzooDataError, match=r"'huge'.*one of paper, tiny"):
+        create_model("huge", num_landmarks=5)
+    with pytest.raises(MedzooDataError, match=r"unknown settings.*depth"):
+        create_model("tiny", depth=3)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from han_landmark.data import LandmarkDataset, LandmarkSample, apply_matrix, resize_matrix
+from han_landmark.data import LandmarkDataset, LandmarkSample
 from han_landmark.module import (
     HANLandmarkModule,
     decode_average,
@@ -15,6 +15,7 @@ from han_landmark.module import (
     input_to_heatmap,
     to_original,
 )
+from han_landmark.transforms import apply_matrix, resize_matrix
 from medzoo.heatmaps import gaussian_heatmaps
 
 

@@ -45,4 +45,12 @@ def build_model(
                 f"unknown settings {unknown}",
                 f"arguments of {getattr(factory, '__name__', factory)}: {', '.join(parameters)}",
             )
-    return factory(**settings)
+    try:
+        return factory(**settings)
+    except TypeError as error:
+        # A factory that forwards **kwargs (e.g. to a backbone) only finds a bad key when it is called.
+        if "unexpected keyword argument" not in str(error):
+            raise
+        raise MedzooDataError(
+            f"model variant {name!r}", f"unknown settings ({error})", "valid settings"
+        ) from error

@@ -1,8 +1,14 @@
 """han-landmark: the Hybrid Attention Network (HAN, arXiv 2412.06499) for anatomical landmark detection."""
 
-from .models import BiLevelRoutingAttention, HybridAttentionNetwork, create_model, han_paper, han_tiny
+from han_landmark.models import (
+    BiLevelRoutingAttention,
+    HybridAttentionNetwork,
+    create_model,
+    han_paper,
+    han_tiny,
+)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BiLevelRoutingAttention",

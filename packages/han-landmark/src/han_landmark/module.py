@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 
+from han_landmark.models import create_model
+from han_landmark.writers import LandmarkPredictionWriter
 from medzoo.heatmaps import decode_heatmaps, gaussian_heatmaps
-from medzoo.lightning import MedzooModule
+from medzoo.lightning import GatherAccumulator, MedzooModule, PredictionWriter
 from medzoo.metrics import mean_radial_error, radial_errors, successful_detection_rate
-
-from .models import create_model
 
 
 def input_to_heatmap(
@@ -67,7 +67,7 @@ class HANLandmarkModule(MedzooModule):
     Args:
         num_landmarks: K.
         variant: named model configuration, ``"paper"`` or ``"tiny"``.
-        model_kwargs: overrides of the configuration (e.g. ``{"drop_path_rate": 0.0}``).
+        overrides: overrides of the configuration (e.g. ``{"drop_path_rate": 0.0}``).
         loss_weights: weights of heads A (1/4), B (1/2), C (FFCM, full).
         sigmas: Gaussian target sigmas in each head's own pixels.
         sdr_radii: SDR radii in mm (in pixels when the spacing is unknown).
@@ -85,7 +85,7 @@ class HANLandmarkModule(MedzooModule):
         self,
         num_landmarks: int = 19,
         variant: str = "paper",
-        model_kwargs: dict[str, Any] | None = None,
+        overrides: dict[str, Any] | None = None,
         loss_weights: tuple[float, float, float] = (1000.0, 3000.0, 3000.0),
         sigmas: tuple[float, float, float] = (2.0, 2.0, 4.0),
         sdr_radii: tuple[float, ...] = (2.0, 2.5, 3.0, 4.0),
@@ -95,7 +95,7 @@ class HANLandmarkModule(MedzooModule):
         scheduler_interval: str = "epoch",
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, scheduler_interval=scheduler_interval)
-        self.model = create_model(variant, num_landmarks, **(model_kwargs or {}))
+        self.model = create_model(variant, **{**(overrides or {}), "num_landmarks": num_landmarks})
         self.num_landmarks = num_landmarks
         self.loss_weights = tuple(float(w) for w in loss_weights)
         self.sigmas = tuple(float(s) for s in sigmas)
@@ -103,7 +103,10 @@ class HANLandmarkModule(MedzooModule):
             raise ValueError("loss_weights and sigmas need one value per head (3)")
         self.sdr_radii = tuple(float(r) for r in sdr_radii)
         self.decode_refine = decode_refine
-        self._outputs: dict[str, list[dict[str, torch.Tensor]]] = {}
+        # Per-sample outputs gathered across DDP ranks, so MRE/SDR are computed over the whole split.
+        self.outputs = torch.nn.ModuleDict(
+            {stage: GatherAccumulator("pred", "target", "spacing") for stage in ("val", "test")}
+        )
         self.test_results: dict[str, Any] = {}
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -160,12 +163,11 @@ class HANLandmarkModule(MedzooModule):
         self.log(
             f"{stage}/loss", torch.stack(terms).sum(), batch_size=batch["image"].shape[0], sync_dist=True
         )
-        self._outputs.setdefault(stage, []).append(
-            {
-                "pred": out["original"].detach(),
-                "target": batch["original_landmarks"].detach(),
-                "spacing": batch["spacing"].detach(),
-            }
+        self.outputs[stage].update(
+            index=batch["index"],
+            pred=out["original"],
+            target=batch["original_landmarks"],
+            spacing=batch["spacing"],
         )
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -181,16 +183,14 @@ class HANLandmarkModule(MedzooModule):
         self.test_results = self._log_metrics("test", per_landmark=True)
 
     def _gather(self, stage: str) -> dict[str, np.ndarray]:
-        outputs = self._outputs.pop(stage, [])
-        stacked = {key: torch.cat([o[key] for o in outputs]) for key in ("pred", "target", "spacing")}
-        if self.trainer is not None and self.trainer.world_size > 1:
-            stacked = {key: self.all_gather(value).flatten(0, 1) for key, value in stacked.items()}
-        return {key: value.cpu().numpy() for key, value in stacked.items()}
+        values = self.outputs[stage].compute()
+        self.outputs[stage].reset()
+        return {key: value.cpu().numpy() for key, value in values.items()}
 
     def _log_metrics(self, stage: str, per_landmark: bool = False) -> dict[str, Any]:
-        if stage not in self._outputs:
-            return {}
         data = self._gather(stage)
+        if not len(data["pred"]):
+            return {}
         errors_px = radial_errors(data["pred"], data["target"])
         known = np.isfinite(data["spacing"]).all(axis=1)
         metrics: dict[str, float] = {"mre_px": mean_radial_error(errors_px[np.isfinite(errors_px)])[0]}
@@ -223,3 +223,6 @@ class HANLandmarkModule(MedzooModule):
             "spacing": batch["spacing"].cpu().numpy(),
             "original_size": batch["original_size"].cpu().numpy(),
         }
+
+    def prediction_writer(self) -> PredictionWriter:
+        return LandmarkPredictionWriter()

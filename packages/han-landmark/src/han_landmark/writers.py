@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pytorch_lightning.callbacks import BasePredictionWriter
 
-from medzoo.io import read_image, write_csv, write_json, write_landmark_csv, write_png
+from medzoo.io import read_image, to_uint8, write_csv, write_json, write_png
+from medzoo.lightning import PredictionWriter
 
 # distinguishable marker colours (RGB), cycled over landmarks
 PALETTE = (
@@ -25,11 +25,7 @@ def overlay_landmarks(array: np.ndarray, coords: np.ndarray, radius: int | None 
     values = np.asarray(array)
     if values.ndim == 3 and values.shape[2] == 1:
         values = values[..., 0]
-    if values.dtype != np.uint8:
-        values = values.astype(np.float64)
-        low, high = values.min(), values.max()
-        values = ((values - low) / (high - low) * 255 if high > low else values * 0).astype(np.uint8)
-    image = Image.fromarray(values).convert("RGB")
+    image = Image.fromarray(to_uint8(values)).convert("RGB")
     radius = radius or max(2, round(min(image.size) / 120))
     draw = ImageDraw.Draw(image)
     for k, (x, y) in enumerate(coords):
@@ -43,56 +39,45 @@ def overlay_landmarks(array: np.ndarray, coords: np.ndarray, radius: int | None 
     return np.asarray(image)
 
 
-class LandmarkPredictionWriter(BasePredictionWriter):
-    """Writes, for every predicted image ``<stem>``, into ``output_dir``:
+class LandmarkPredictionWriter(PredictionWriter):
+    """Writes, for every predicted image ``<stem>``, into ``<default_root_dir>/predictions/``:
 
     - ``<stem>.csv``: columns ``landmark, x, y, score`` (+ ``x_mm, y_mm`` when the spacing is known); x, y in
       ORIGINAL image pixels (column, row; pixel centres at integers), mm = pixels * spacing;
-    - ``<stem>.json``: ``{"image", "width", "height", "spacing_mm": [x, y] | null, "landmarks": [{"index",
+    - ``<stem>.json``: ``{"image", "width", "height", "spacing_mm": [x, y] | null, "landmarks": [{"landmark",
       "x", "y", "score", ("x_mm", "y_mm")}]}``;
     - ``<stem>_overlay.png``: the image with numbered landmark markers (unless ``overlay`` is False);
 
-    and at the end ``landmarks.csv`` (``image, x0, y0, ...``, the medzoo CSV layout) for all images.
+    and ``summary.csv``, one row per image: ``image, x0, y0, x1, y1, ...`` (the medzoo landmark-CSV layout,
+    readable by ``medzoo.io.read_landmark_csv``) plus ``mean_score``.
 
     Args:
         output_dir: target folder; default ``<trainer.default_root_dir>/predictions``.
         overlay: also write the overlay PNGs.
     """
 
-    def __init__(self, output_dir: str | None = None, overlay: bool = True) -> None:
-        super().__init__(write_interval="batch")
-        self.output_dir = output_dir
+    def __init__(self, output_dir: str | Path | None = None, overlay: bool = True) -> None:
+        super().__init__(output_dir)
         self.overlay = overlay
-        self._summary: dict[str, np.ndarray] = {}
 
-    def resolve_dir(self, trainer) -> Path:
-        folder = Path(self.output_dir) if self.output_dir else Path(trainer.default_root_dir) / "predictions"
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
-
-    def on_predict_epoch_start(self, trainer, pl_module) -> None:
-        self._summary = {}
-
-    def write_on_batch_end(
-        self,
-        trainer,
-        pl_module,
-        prediction: dict[str, Any],
-        batch_indices,
-        batch,
-        batch_idx: int,
-        dataloader_idx: int,
-    ) -> None:
-        folder = self.resolve_dir(trainer)
+    def write_batch(self, prediction: dict[str, Any], batch: Any, output_dir: Path) -> list[dict[str, Any]]:
+        rows = []
         for i, path in enumerate(prediction["path"]):
+            coords = np.asarray(prediction["landmarks"][i], dtype=np.float64)
             self.write_one(
-                folder,
+                output_dir,
                 Path(path),
-                prediction["landmarks"][i],
+                coords,
                 prediction["scores"][i],
                 prediction["spacing"][i],
                 prediction["original_size"][i],
             )
+            row: dict[str, Any] = {"image": Path(path).name}
+            for k, (x, y) in enumerate(coords):
+                row[f"x{k}"], row[f"y{k}"] = float(x), float(y)
+            row["mean_score"] = float(np.mean(prediction["scores"][i]))
+            rows.append(row)
+        return rows
 
     def write_one(
         self,
@@ -127,10 +112,3 @@ class LandmarkPredictionWriter(BasePredictionWriter):
         )
         if self.overlay:
             write_png(folder / f"{path.stem}_overlay.png", overlay_landmarks(read_image(path).array, coords))
-        self._summary[path.name] = np.asarray(coords, dtype=np.float64)
-
-    def on_predict_epoch_end(self, trainer, pl_module) -> None:
-        if not self._summary:
-            return
-        name = "landmarks.csv" if trainer.world_size == 1 else f"landmarks_rank{trainer.global_rank}.csv"
-        write_landmark_csv(self.resolve_dir(trainer) / name, self._summary)

@@ -1,8 +1,14 @@
 """HAN networks: plain ``torch.nn`` modules, no I/O and no Lightning."""
 
-from .attention import GLOBAL_ATTENTION, BiLevelRoutingAttention
-from .blocks import CBAM, BiFormerBlock, ChannelAttention, ConvAttentionBlock, SpatialAttention
-from .han import (
+from han_landmark.models.attention import GLOBAL_ATTENTION, BiLevelRoutingAttention
+from han_landmark.models.blocks import (
+    CBAM,
+    BiFormerBlock,
+    ChannelAttention,
+    ConvAttentionBlock,
+    SpatialAttention,
+)
+from han_landmark.models.han import (
     MODEL_CONFIGS,
     FeatureFusionCorrectionModule,
     FPNNeck,

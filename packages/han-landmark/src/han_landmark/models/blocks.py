@@ -6,7 +6,7 @@ import torch
 from timm.layers import DropPath
 from torch import nn
 
-from .attention import BiLevelRoutingAttention
+from han_landmark.models.attention import BiLevelRoutingAttention
 
 
 class BiFormerBlock(nn.Module):

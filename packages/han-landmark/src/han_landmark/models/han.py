@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import BiFormerBlock, ConvAttentionBlock
+from han_landmark.models.blocks import BiFormerBlock, ConvAttentionBlock
+from medzoo.models import build_model
 
 
 class HybridStage(nn.Module):
@@ -242,45 +244,50 @@ class HybridAttentionNetwork(nn.Module):
         return self.forward_head(self.forward_features(x), x)
 
 
-def han_paper(num_landmarks: int = 19, **kwargs) -> HybridAttentionNetwork:
-    """The paper's configuration (widths 64-1024, heads 2-32, n_win 16,16,16,8,8, topk 1,4,8,16,global)."""
-    config = dict(
-        widths=(64, 128, 320, 512, 1024),
-        num_heads=(2, 4, 10, 16, 32),
-        n_win=(16, 16, 16, 8, 8),
-        topk=(1, 4, 8, 16, -2),
-        mlp_ratios=(8, 8, 8, 4, 4),
-        kv_per_win=4,
-        drop_path_rate=0.1,
-        neck_channels=256,
-        head_channels=256,
-        image_channels=32,
-    )
-    return HybridAttentionNetwork(num_landmarks, **{**config, **kwargs})
+# Named configurations (timm-style): keyword arguments of HybridAttentionNetwork.
+MODEL_CONFIGS: dict[str, dict[str, Any]] = {
+    # The paper: widths 64-1024, heads 2-32, n_win 16,16,16,8,8, topk 1,4,8,16,global.
+    "paper": {
+        "num_landmarks": 19,
+        "widths": (64, 128, 320, 512, 1024),
+        "num_heads": (2, 4, 10, 16, 32),
+        "n_win": (16, 16, 16, 8, 8),
+        "topk": (1, 4, 8, 16, -2),
+        "mlp_ratios": (8, 8, 8, 4, 4),
+        "kv_per_win": 4,
+        "drop_path_rate": 0.1,
+        "neck_channels": 256,
+        "head_channels": 256,
+        "image_channels": 32,
+    },
+    # ~0.9M parameters with the same structure, for CPU tests and demos.
+    "tiny": {
+        "num_landmarks": 6,
+        "widths": (16, 32, 48, 64, 96),
+        "num_heads": (1, 2, 3, 4, 6),
+        "n_win": (4, 4, 4, 2, 2),
+        "topk": (1, 2, 4, 4, -2),
+        "mlp_ratios": (2, 2, 2, 2, 2),
+        "kv_per_win": 2,
+        "drop_path_rate": 0.0,
+        "neck_channels": 32,
+        "head_channels": 32,
+        "image_channels": 8,
+    },
+}
 
 
-def han_tiny(num_landmarks: int = 6, **kwargs) -> HybridAttentionNetwork:
-    """A ~0.9M-parameter configuration with the same structure, for CPU tests and demos."""
-    config = dict(
-        widths=(16, 32, 48, 64, 96),
-        num_heads=(1, 2, 3, 4, 6),
-        n_win=(4, 4, 4, 2, 2),
-        topk=(1, 2, 4, 4, -2),
-        mlp_ratios=(2, 2, 2, 2, 2),
-        kv_per_win=2,
-        drop_path_rate=0.0,
-        neck_channels=32,
-        head_channels=32,
-        image_channels=8,
-    )
-    return HybridAttentionNetwork(num_landmarks, **{**config, **kwargs})
+def create_model(name: str = "paper", **overrides: Any) -> HybridAttentionNetwork:
+    """Build a named configuration (``"paper"`` or ``"tiny"``); ``overrides`` replace its entries,
+    e.g. ``create_model("tiny", num_landmarks=19)``."""
+    return build_model(MODEL_CONFIGS, HybridAttentionNetwork, name, **overrides)
 
 
-MODEL_CONFIGS: dict[str, Callable[..., HybridAttentionNetwork]] = {"paper": han_paper, "tiny": han_tiny}
+def han_paper(num_landmarks: int = 19, **overrides: Any) -> HybridAttentionNetwork:
+    """The paper's configuration."""
+    return create_model("paper", num_landmarks=num_landmarks, **overrides)
 
 
-def create_model(name: str, num_landmarks: int, **kwargs) -> HybridAttentionNetwork:
-    """Build a named configuration (``"paper"`` or ``"tiny"``); ``kwargs`` override its entries."""
-    if name not in MODEL_CONFIGS:
-        raise ValueError(f"unknown HAN configuration {name!r}; expected one of {sorted(MODEL_CONFIGS)}")
-    return MODEL_CONFIGS[name](num_landmarks, **kwargs)
+def han_tiny(num_landmarks: int = 6, **overrides: Any) -> HybridAttentionNetwork:
+    """The ``tiny`` configuration."""
+    return create_model("tiny", num_landmarks=num_landmarks, **overrides)

@@ -11,7 +11,7 @@ from PIL import Image
 from hyspark.cli import main
 from hyspark.models import create_hyspark
 from hyspark.module import HySparKPretrainModule, HySparKSegmentationModule, cosine_schedule
-from medzoo.errors import MedzooWeightsError
+from medzoo.errors import MedzooDataError, MedzooWeightsError
 from medzoo.weights import save_weights
 
 
@@ -121,7 +121,7 @@ def test_cli_round_trip_pretrain_then_finetune(tmp_path, demo_cache):
     last = pre_root / "checkpoints" / "last.ckpt"
     assert last.is_file() and (demo_cache / "hyspark" / "synthetic-ct-6-0" / "dataset.json").is_file()
 
-    main(["predict", "--config", "demo", f"--trainer.default_root_dir={pre_root}", f"--ckpt_path={last}"])
+    main(["predict", "--config", "demo", f"--trainer.default_root_dir={pre_root}", "--ckpt_path=last"])
     (png,) = (pre_root / "predictions").glob("*_reconstruction.png")
     panels = np.asarray(Image.open(png))
     assert panels.dtype == np.uint8 and panels.shape == (32, 96)  # input | masked | reconstruction
@@ -144,3 +144,23 @@ def test_cli_round_trip_pretrain_then_finetune(tmp_path, demo_cache):
     np.testing.assert_allclose(mask.affine, source.affine, atol=1e-4)  # ...and geometry
     labels = np.asarray(mask.dataobj)
     assert labels.dtype == np.uint8 and labels.max() < 5
+    # summary.csv: each organ's volume is its voxel count times the voxel volume of the written mask.
+    import pandas as pd
+
+    summary = pd.read_csv(ft_root / "predictions" / "summary.csv").set_index("mask")
+    voxel_ml = abs(np.linalg.det(mask.affine[:3, :3])) / 1000.0
+    for c in range(1, 5):
+        assert summary.loc[mask_path.name, f"volume_ml_{c}"] == pytest.approx((labels == c).sum() * voxel_ml)
+    pre_summary = pd.read_csv(pre_root / "predictions" / "summary.csv")
+    assert len(pre_summary) == len(list((pre_root / "predictions").glob("*_reconstruction.png")))
+    assert (pre_summary["masked_mse"] > 0).all()
+
+    # finetune test needs a labelled test set; with one, test/dice is logged (here: the demo set itself).
+    with pytest.raises(MedzooDataError, match="test_root"):
+        main(["finetune", "test", "--config", "finetune_demo", f"--trainer.default_root_dir={ft_root}",
+              "--ckpt_path=last"])  # fmt: skip
+    tested = main(
+        ["finetune", "test", "--config", "finetune_demo", f"--trainer.default_root_dir={ft_root}",
+         "--ckpt_path=last", f"--data.test_root={demo_cache / 'hyspark' / 'synthetic-ct-6-0'}"]
+    )  # fmt: skip
+    assert 0.0 <= tested.trainer.callback_metrics["test/dice"] <= 1.0

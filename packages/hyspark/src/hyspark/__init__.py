@@ -10,11 +10,12 @@ from hyspark.models import (
     convert_reference_state_dict,
     create_encoder,
     create_hyspark,
+    create_model,
     create_segmenter,
     spconv_available,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "HySparK",
@@ -24,6 +25,7 @@ __all__ = [
     "convert_reference_state_dict",
     "create_encoder",
     "create_hyspark",
+    "create_model",
     "create_segmenter",
     "spconv_available",
 ]

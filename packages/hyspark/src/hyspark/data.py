@@ -216,7 +216,7 @@ class CTDataset(Dataset):
 
     def __getitem__(self, index: int) -> Any:
         try:
-            return self.dataset[index]
+            item = self.dataset[index]
         except Exception as error:
             cause: BaseException | None = error
             while cause is not None and not isinstance(cause, MedzooDataError):
@@ -224,6 +224,8 @@ class CTDataset(Dataset):
             if cause is not None:
                 raise cause from None
             raise
+        # One evaluation sample per case: its index lets DDP-gathered metrics drop the sampler's padding.
+        return {**item, "index": index} if isinstance(item, dict) else item
 
 
 def make_demo_dataset(root: str | os.PathLike | None = None, n_volumes: int = 6, seed: int = 0) -> Path:
@@ -255,6 +257,7 @@ class CTDataModule(MedzooDataModule):
         val_fraction: share of the cases held out for validation (seeded split; at least one case).
         cache_dir: optional PersistentDataset cache of the deterministic preprocessing.
         predict_root: folder or file of volumes for ``predict`` (defaults to the validation cases).
+        test_root: a labelled dataset folder (same layouts as ``root``) for ``test``; segmentation only.
         check_hu: reject images that are not in Hounsfield units.
         synthetic_volumes: number of generated volumes when ``root`` is None.
     """
@@ -275,10 +278,18 @@ class CTDataModule(MedzooDataModule):
         val_fraction: float = 0.2,
         cache_dir: str | None = None,
         predict_root: str | None = None,
+        test_root: str | None = None,
         check_hu: bool = True,
         synthetic_volumes: int = 6,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        super().__init__(
+            root=root,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            predict_root=predict_root,
+            cache_dir=cache_dir,
+        )
         if task not in ("pretrain", "segment"):
             raise MedzooDataError("data.task", repr(task), "'pretrain' or 'segment'")
         self.root, self.task = root, task
@@ -286,6 +297,7 @@ class CTDataModule(MedzooDataModule):
         self.spacing, self.hu_range, self.flip_prob = spacing, tuple(hu_range), tuple(flip_prob)
         self.crop_sampling, self.val_fraction, self.cache_dir = crop_sampling, val_fraction, cache_dir
         self.predict_root, self.check_hu, self.synthetic_volumes = predict_root, check_hu, synthetic_volumes
+        self.test_root = test_root
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -326,6 +338,19 @@ class CTDataModule(MedzooDataModule):
 
     def val_dataloader(self):
         return self.eval_loader(self.val_dataset, collate_fn=list_data_collate)
+
+    def test_dataloader(self):
+        if self.test_root is None or self.task != "segment":
+            raise MedzooDataError(
+                "data.test_root",
+                "not set" if self.test_root is None else f"task {self.task!r}",
+                "`hyspark finetune test --data.test_root DIR` with a labelled test set (task 'segment')",
+            )
+        cases = [{k: c[k] for k in self.keys} for c in find_cases(self.test_root, need_labels=True)]
+        dataset = CTDataset(
+            cases, self._preprocess(self.keys), evaluation_transforms(self.keys, self.crop_size), None
+        )
+        return self.eval_loader(dataset, collate_fn=list_data_collate)
 
     def predict_cases(self) -> list[dict[str, str]]:
         if self.predict_root is None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss, DiceLoss
@@ -12,8 +14,10 @@ from monai.transforms import ResizeWithPadOrCrop
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 
 from hyspark.models import convert_reference_state_dict, create_hyspark, create_segmenter
+from hyspark.models.encoder import upsample_cells
+from hyspark.writers import ReconstructionWriter, SegmentationWriter
 from medzoo.errors import MedzooWeightsError
-from medzoo.lightning import MedzooModule
+from medzoo.lightning import GatherAccumulator, MedzooModule, PredictionWriter
 from medzoo.metrics import dice
 from medzoo.weights import load_weights
 
@@ -28,8 +32,9 @@ class HySparKPretrainModule(MedzooModule):
     """HySparK masked pre-training.
 
     Args:
-        model_config: named network configuration, "paper" (96^3) or "tiny".
-        img_size: override the configuration's crop size (must match ``data.crop_size``).
+        variant: named network configuration, "paper" (96^3) or "tiny".
+        overrides: settings replacing the configuration's, e.g. ``{"img_size": 64}`` (must match
+            ``data.crop_size``).
         backend: sparse CNN compute: "auto" (spconv on CUDA when installed, else dense), "dense", "spconv".
         mask_ratio: fraction of 16^3 cells masked per sample (paper 0.75).
         use_finest_skip: see :class:`hyspark.models.HySparK`.
@@ -47,8 +52,8 @@ class HySparKPretrainModule(MedzooModule):
 
     def __init__(
         self,
-        model_config: str = "paper",
-        img_size: int | None = None,
+        variant: str = "paper",
+        overrides: dict[str, Any] | None = None,
         backend: Literal["auto", "dense", "spconv"] = "auto",
         mask_ratio: float = 0.75,
         use_finest_skip: bool = False,
@@ -59,9 +64,12 @@ class HySparKPretrainModule(MedzooModule):
         scheduler_interval: str = "epoch",
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, scheduler_interval=scheduler_interval)
-        overrides = {} if img_size is None else {"img_size": img_size}
         self.model = create_hyspark(
-            model_config, backend=backend, mask_ratio=mask_ratio, use_finest_skip=use_finest_skip, **overrides
+            variant,
+            backend=backend,
+            mask_ratio=mask_ratio,
+            use_finest_skip=use_finest_skip,
+            **(overrides or {}),
         )
         self.weight_decay_range = (weight_decay_start, weight_decay_end)
 
@@ -88,18 +96,24 @@ class HySparKPretrainModule(MedzooModule):
         self.log("val/loss", loss, prog_bar=True, batch_size=image.shape[0], sync_dist=True)
         return loss
 
+    def prediction_writer(self) -> PredictionWriter:
+        return ReconstructionWriter()
+
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Centre crop (padded) of each volume -> input, masked input, visible + reconstruction (numpy)."""
         size = self.model.encoder.img_size
         image = ResizeWithPadOrCrop((size,) * 3)(batch["image"][0]).as_tensor()[None].to(self.device)
         generator = torch.Generator().manual_seed(batch_idx)
         cells = self.model.generate_mask(1, image.device, generator=generator)
-        masked, _, composite = self.model.reconstruct(image, cells)
+        masked, reconstruction, composite = self.model.reconstruct(image, cells)
         to_numpy = lambda t: t[0, 0].float().cpu().numpy()  # noqa: E731
+        hidden = ~upsample_cells(cells, self.model.patch)  # voxels the model did not see
+        error = (reconstruction - image)[hidden.expand_as(image)]
         return {
             "path": batch["path"],
             "input": to_numpy(image),
             "masked": to_numpy(masked),
+            "masked_mse": float(error.float().pow(2).mean()) if error.numel() else float("nan"),
             "reconstruction": to_numpy(composite),
         }
 
@@ -118,8 +132,9 @@ class HySparKSegmentationModule(MedzooModule):
     """Fine-tuning for segmentation: HySparK encoder (dense) + UNet-style decoder.
 
     Args:
-        model_config: "paper" or "tiny" (as pre-training, so weights match).
-        img_size: override the configuration's crop size (= ``data.crop_size``; the sliding window size).
+        variant: "paper" or "tiny" (as pre-training, so weights match).
+        overrides: settings replacing the configuration's, e.g. ``{"img_size": 64}`` (= ``data.crop_size``;
+            the sliding window size).
         num_classes: classes including background (14 for BTCV).
         loss: "dicece" (Dice + cross-entropy) or "dice".
         pretrained: weights of a pre-trained encoder (.ckpt / .safetensors / .pth; any layout accepted by
@@ -127,7 +142,8 @@ class HySparKSegmentationModule(MedzooModule):
         sw_overlap: sliding-window overlap in prediction.
 
     Batches: image (B, 1, S, S, S) in [0, 1], label (B, 1, S, S, S) class indices. Logs ``train/loss``,
-    ``val/loss`` and ``val/dice`` (mean foreground Dice of the argmax, the checkpoint monitor).
+    ``val/loss`` and ``val/dice`` (the checkpoint monitor: mean over volumes of the mean foreground Dice of
+    the argmax; classes absent from both prediction and label are skipped), and the same under ``test/``.
     """
 
     monitor = "val/dice"
@@ -135,8 +151,8 @@ class HySparKSegmentationModule(MedzooModule):
 
     def __init__(
         self,
-        model_config: str = "paper",
-        img_size: int | None = None,
+        variant: str = "paper",
+        overrides: dict[str, Any] | None = None,
         num_classes: int = 14,
         loss: Literal["dicece", "dice"] = "dicece",
         pretrained: str | None = None,
@@ -146,8 +162,9 @@ class HySparKSegmentationModule(MedzooModule):
         scheduler_interval: str = "epoch",
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, scheduler_interval=scheduler_interval)
-        overrides = {} if img_size is None else {"img_size": img_size}
-        self.model = create_segmenter(model_config, num_classes=num_classes, **overrides)
+        self.model = create_segmenter(variant, num_classes=num_classes, **(overrides or {}))
+        # Per-volume Dice gathered across DDP ranks: val/dice (the checkpoint monitor) is exact under DDP.
+        self.dice_outputs = torch.nn.ModuleDict({s: GatherAccumulator("dice") for s in ("val", "test")})
         self.num_classes = num_classes
         self.sw_overlap = sw_overlap
         if loss == "dicece":
@@ -167,9 +184,8 @@ class HySparKSegmentationModule(MedzooModule):
         if missing or wrong:
             raise MedzooWeightsError(
                 f"{path}: found {len(state)} encoder tensors, {len(missing)} missing (first: {missing[:3]}) "
-                f"and "
-                f"{len(wrong)} with another shape (first: {wrong[:3]}); expected the encoder of model_config "
-                "with the same img_size"
+                f"and {len(wrong)} with another shape (first: {wrong[:3]}); "
+                "expected the encoder of the same variant with the same img_size"
             )
         self.model.encoder.load_state_dict({k: state[k] for k in expected})
 
@@ -178,17 +194,40 @@ class HySparKSegmentationModule(MedzooModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def _evaluation_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
         logits = self.model(batch["image"])
         loss = self.loss_fn(logits, batch["label"])
+        predicted, labels = logits.argmax(1), batch["label"][:, 0].long()
         scores = dice(
-            logits.argmax(1), batch["label"][:, 0].long(), num_classes=self.num_classes, reduction="mean"
-        )
+            predicted.cpu(), labels.cpu(), num_classes=self.num_classes, reduction="none"
+        )  # (B, C-1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a volume with every class undefined -> NaN -> 0
+            per_volume = torch.as_tensor(np.nanmean(scores, axis=1), dtype=torch.float64, device=self.device)
         batch_size = batch["image"].shape[0]
-        self.log("val/loss", loss, batch_size=batch_size, sync_dist=True)
-        self.log(
-            "val/dice", 0.0 if math.isnan(scores) else float(scores), prog_bar=True, batch_size=batch_size
-        )
+        self.log(f"{stage}/loss", loss, batch_size=batch_size, sync_dist=True)
+        self.dice_outputs[stage].update(index=batch.get("index"), dice=torch.nan_to_num(per_volume, nan=0.0))
+
+    def _log_dice(self, stage: str) -> None:
+        values = self.dice_outputs[stage].compute()["dice"]
+        self.dice_outputs[stage].reset()
+        if len(values):
+            self.log(f"{stage}/dice", float(values.mean()), prog_bar=True)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluation_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_dice("val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluation_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_dice("test")
+
+    def prediction_writer(self) -> PredictionWriter:
+        return SegmentationWriter()
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Sliding-window segmentation of a whole preprocessed volume; labels keep the image's affine."""
@@ -198,4 +237,9 @@ class HySparKSegmentationModule(MedzooModule):
             image.as_tensor().to(self.device), size, 1, self.model, overlap=self.sw_overlap, mode="gaussian"
         )
         labels = logits.argmax(1).to(torch.uint8).cpu()  # (1, X, Y, Z)
-        return {"path": batch["path"], "labels": labels, "affine": image.affine.cpu()}
+        return {
+            "path": batch["path"],
+            "labels": labels,
+            "affine": image.affine.cpu(),
+            "num_classes": self.num_classes,
+        }

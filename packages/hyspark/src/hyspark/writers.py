@@ -1,4 +1,4 @@
-"""Prediction writers (Lightning callbacks): reconstruction PNGs and segmentation NIfTIs (atomic writes)."""
+"""Prediction writers: reconstruction PNGs and segmentation NIfTIs, plus each summary.csv (atomic writes)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.transforms import ResampleToMatch
-from pytorch_lightning import LightningModule, Trainer
-from pytorch_lightning.callbacks import BasePredictionWriter
 
-from medzoo.io import read_volume, write_png, write_volume
+from medzoo.io import read_volume, to_uint8, write_png, write_volume
+from medzoo.lightning import PredictionWriter
 
 
 def _stem(path: str) -> str:
@@ -23,47 +22,38 @@ def _stem(path: str) -> str:
     return Path(path).stem
 
 
-class _Writer(BasePredictionWriter):
-    def __init__(self, output_dir: str | None = None) -> None:
-        super().__init__(write_interval="batch")
-        self.output_dir = output_dir
-
-    def folder(self, trainer: Trainer) -> Path:
-        folder = Path(self.output_dir) if self.output_dir else Path(trainer.default_root_dir) / "predictions"
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
-
-
-class ReconstructionWriter(_Writer):
+class ReconstructionWriter(PredictionWriter):
     """Pre-training predictions: one PNG per volume, the middle axial slice (Z) of the centre crop as
     three uint8 panels side by side: input | masked input | visible input + reconstruction.
 
-    Files: ``<output_dir or default_root_dir/predictions>/<volume>_reconstruction.png``.
+    Files in ``<default_root_dir>/predictions/``: ``<volume>_reconstruction.png``, and ``summary.csv`` with
+    ``image, reconstruction_png, masked_mse`` (the mean squared error of the reconstruction on the masked
+    voxels of the crop, intensities in [0, 1]).
     """
 
-    def write_on_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, prediction: Any, *args: Any, **kwargs: Any
-    ) -> None:
-        if "reconstruction" not in prediction:
-            return
+    def write_batch(self, prediction: dict[str, Any], batch: Any, output_dir: Path) -> list[dict[str, Any]]:
         z = prediction["input"].shape[2] // 2
         panels = [prediction[k][:, :, z] for k in ("input", "masked", "reconstruction")]
         # Rows = Y (anterior up after a flip), columns = X, intensities [0, 1] -> uint8.
         image = np.concatenate([np.flipud(np.clip(p, 0.0, 1.0).T) for p in panels], axis=1)
-        write_png(self.folder(trainer) / f"{_stem(prediction['path'])}_reconstruction.png",
-                  np.round(image * 255).astype(np.uint8))  # fmt: skip
+        name = f"{_stem(prediction['path'])}_reconstruction.png"
+        write_png(output_dir / name, to_uint8(image, 0.0, 1.0))
+        return [
+            {
+                "image": prediction["path"],
+                "reconstruction_png": name,
+                "masked_mse": prediction["masked_mse"],
+            }
+        ]
 
 
-class SegmentationWriter(_Writer):
+class SegmentationWriter(PredictionWriter):
     """Fine-tuning predictions: a uint8 label NIfTI per volume, resampled (nearest) back to the input's own
-    voxel grid and affine. Files: ``<output_dir or default_root_dir/predictions>/<volume>_seg.nii.gz``.
+    voxel grid and affine: ``<default_root_dir>/predictions/<volume>_seg.nii.gz``; and ``summary.csv`` with
+    ``image, mask`` and ``volume_ml_<c>`` for every foreground class ``c`` (voxel count x voxel volume).
     """
 
-    def write_on_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, prediction: Any, *args: Any, **kwargs: Any
-    ) -> None:
-        if "labels" not in prediction:
-            return
+    def write_batch(self, prediction: dict[str, Any], batch: Any, output_dir: Path) -> list[dict[str, Any]]:
         source = read_volume(prediction["path"])
         labels = MetaTensor(prediction["labels"].float(), affine=prediction["affine"])
         target = MetaTensor(
@@ -71,4 +61,10 @@ class SegmentationWriter(_Writer):
         )
         resampled = ResampleToMatch(mode="nearest", padding_mode="zeros")(labels, img_dst=target)
         array = np.asarray(resampled.as_tensor()[0].round().numpy(), dtype=np.uint8)
-        write_volume(self.folder(trainer) / f"{_stem(prediction['path'])}_seg.nii.gz", array, source.affine)
+        name = f"{_stem(prediction['path'])}_seg.nii.gz"
+        write_volume(output_dir / name, array, source.affine)
+        voxel_ml = abs(float(np.linalg.det(np.asarray(source.affine, dtype=np.float64)[:3, :3]))) / 1000.0
+        counts = np.bincount(array.ravel(), minlength=int(prediction["num_classes"]))
+        row: dict[str, Any] = {"image": prediction["path"], "mask": name}
+        row.update({f"volume_ml_{c}": float(counts[c] * voxel_ml) for c in range(1, len(counts))})
+        return [row]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -38,6 +40,7 @@ class GatherAccumulator(Metric):
         if not names or len(set(names)) != len(names) or "index" in names:
             raise MedzooDataError("GatherAccumulator", f"names {names}", "distinct names other than 'index'")
         self.names = tuple(names)
+        self._shapes: dict[str, torch.Size] = {}
         self.add_state("sample_index", default=[], dist_reduce_fx="cat")
         for name in self.names:
             self.add_state(name, default=[], dist_reduce_fx="cat")
@@ -60,6 +63,19 @@ class GatherAccumulator(Metric):
         for name, value in tensors.items():
             getattr(self, name).append(value.detach())
 
+    def _wrap_compute(self, compute: Callable[..., Any]) -> Callable[..., Any]:
+        # torchmetrics squeezes one-element results to 0-d; a one-sample split must keep its sample axis.
+        wrapped = super()._wrap_compute(compute)
+
+        @functools.wraps(wrapped)
+        def keep_shapes(*args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+            values = wrapped(*args, **kwargs)
+            return {
+                name: value.reshape(self._shapes.get(name, value.shape)) for name, value in values.items()
+            }
+
+        return keep_shapes
+
     def compute(self) -> dict[str, torch.Tensor]:
         if not self.sample_index:
             return {name: torch.empty(0) for name in self.names}
@@ -72,4 +88,5 @@ class GatherAccumulator(Metric):
             keep[1:] = ordered[1:] != ordered[:-1]
             rows = order[keep]
             values = {name: value[rows] for name, value in values.items()}
+        self._shapes = {name: value.shape for name, value in values.items()}
         return values

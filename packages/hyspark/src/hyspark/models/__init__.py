@@ -15,6 +15,7 @@ from hyspark.models.hyspark import (
 )
 from hyspark.models.segmentation import HySparKSegmenter
 from hyspark.models.sparse import spconv_available
+from medzoo.models import model_settings
 
 # Named configurations (timm-style): encoder kwargs plus the pre-training decoder width.
 MODEL_CONFIGS: dict[str, dict[str, Any]] = {
@@ -45,9 +46,7 @@ _ENCODER_KEYS = ("img_size", "widths", "depths", "expansions", "vit_depth", "vit
 
 def model_config(name: str, **overrides: Any) -> dict[str, Any]:
     """A copy of the named configuration ``paper`` or ``tiny`` with ``overrides`` applied."""
-    if name not in MODEL_CONFIGS:
-        raise ValueError(f"unknown model config {name!r}; expected one of {sorted(MODEL_CONFIGS)}")
-    return {**MODEL_CONFIGS[name], **overrides}
+    return model_settings(MODEL_CONFIGS, name, **overrides)
 
 
 def create_encoder(name: str = "paper", backend: str = "auto", **overrides: Any) -> HybridEncoder:
@@ -68,6 +67,12 @@ def create_hyspark(
     return HySparK(encoder, mask_ratio, config["decoder_width"], use_finest_skip)
 
 
+def create_model(name: str = "paper", **overrides: Any) -> HySparK:
+    """The pre-training network of a named configuration (the contract's entry point; see
+    :func:`create_hyspark` for the keyword arguments)."""
+    return create_hyspark(name, **overrides)
+
+
 def create_segmenter(name: str = "paper", num_classes: int = 14, **overrides: Any) -> HySparKSegmenter:
     """The fine-tuning network for a named configuration."""
     config = model_config(name, **overrides)
@@ -86,6 +91,7 @@ __all__ = [
     "convert_reference_state_dict",
     "create_encoder",
     "create_hyspark",
+    "create_model",
     "create_segmenter",
     "masked_patch_mse",
     "model_config",

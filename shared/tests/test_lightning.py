@@ -424,3 +424,45 @@ def test_epoch_seeded_sampler_depends_only_on_seed_and_epoch() -> None:
     assert list(a) == list(b) and sorted(a) == list(range(20))
     a.set_epoch(6)
     assert list(a) != list(b)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The contract's verbs: a second Lightning stage, --help listing, `--ckpt_path last`
+# ------------------------------------------------------------------------------------------------------------
+
+
+def test_stage_runs_a_second_lightning_cli_and_help_lists_every_verb(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from medzoo.lightning import Stage
+
+    commands = {
+        "finetune": Stage(LinearRegressor, SyntheticRegression, "fine-tune the regressor"),
+        "zeroshot": zeroshot,
+    }
+    result = cli(
+        LinearRegressor,
+        SyntheticRegression,
+        package=PKG,
+        args=["finetune", "fit", f"--trainer.default_root_dir={tmp_path}", "--trainer.max_epochs=1", *OPT],
+        commands=commands,
+    )
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file() and result.trainer.current_epoch == 1
+    with pytest.raises(SystemExit) as exit_:
+        cli(LinearRegressor, SyntheticRegression, package=PKG, args=["--help"], commands=commands)
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert "finetune" in text and "fine-tune the regressor" in text
+    assert "zeroshot" in text and "Score images against free-text findings." in text
+
+
+def test_ckpt_path_last_and_resolve_ckpt_path(tmp_path: Path) -> None:
+    from medzoo.lightning import resolve_ckpt_path
+
+    fitted = run_cli(tmp_path, "--trainer.max_epochs=1", *OPT)
+    assert resolve_ckpt_path("last", tmp_path) == tmp_path / "checkpoints" / "last.ckpt"
+    validated = run_cli(tmp_path, "--ckpt_path=last", verb="validate")
+    a, b = weights(fitted.model), weights(validated.model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(MedzooDataError, match="no such file"):
+        resolve_ckpt_path("last", tmp_path / "elsewhere")

@@ -77,7 +77,8 @@ class GatherAccumulator(Metric):
         return keep_shapes
 
     def compute(self) -> dict[str, torch.Tensor]:
-        if not self.sample_index:
+        # Before a DDP sync the states are lists of batch tensors; after it, one concatenated tensor each.
+        if isinstance(self.sample_index, list) and not self.sample_index:
             return {name: torch.empty(0) for name in self.names}
         index = dim_zero_cat(self.sample_index)
         values = {name: dim_zero_cat(getattr(self, name)) for name in self.names}

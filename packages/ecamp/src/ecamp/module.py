@@ -69,7 +69,7 @@ class ECAMPModule(_GroupedOptimizerMixin, MedzooModule):
         mim_normalize: "all" (reference: divide by every pixel) or "masked".
         sr_normalize: "all" (reference) or "window".
         mlm_positions: "all" (reference: every position, padding included) or "masked".
-        mim_weight, sr_weight, mlm_weight: loss weights.
+        mim_weight, sr_weight, mlm_weight: loss weights (``sr_weight=0`` skips the SR branch entirely).
         optimizer, scheduler, scheduler_interval: see ``MedzooModule`` (default AdamW .9/.95, lr 1.5e-4,
             wd .05; biases and 1-D parameters without decay).
     """
@@ -158,17 +158,16 @@ class ECAMPModule(_GroupedOptimizerMixin, MedzooModule):
 
     def losses(self, batch: dict[str, torch.Tensor], training: bool) -> dict[str, torch.Tensor]:
         """The three losses, their weighted sum and the MLM accuracy on masked tokens."""
-        out = self.model(batch["image"], batch["input_ids"], batch["attention_mask"])
+        use_sr = self.weights[1] != 0  # sr_weight 0 switches the SR branch off (not computed)
+        out = self.model(batch["image"], batch["input_ids"], batch["attention_mask"], super_resolve=use_sr)
         mim = masked_image_loss(out.reconstruction, out.image, out.patch_mask, self.mim_normalize)
-        top_left = self.sr_windows(batch, out, training)
-        sr = window_sr_loss(
-            out.super_resolved,
-            batch["image"],
-            top_left,
-            self.window_cells,
-            self.model.grid,
-            self.sr_normalize,
-        )
+        sr = torch.zeros((), device=mim.device)
+        if use_sr:
+            top_left = self.sr_windows(batch, out, training)
+            grid = self.model.grid
+            sr = window_sr_loss(
+                out.super_resolved, batch["image"], top_left, self.window_cells, grid, self.sr_normalize
+            )
         mlm = weighted_mlm_loss(
             out.logits, batch["labels"], batch["weights"], batch["masked"], self.mlm_positions
         )

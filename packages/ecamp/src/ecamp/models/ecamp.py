@@ -23,7 +23,7 @@ class ECAMPOutput:
     reconstruction: (B, C, S, S) the decoder's prediction for every patch.
     patch_mask: (B, L) 1 = removed patch.
     ids_keep: (B, L_keep) the visible patches.
-    super_resolved: (B, C, 2S, 2S) the SR head applied to the reconstruction.
+    super_resolved: (B, C, 2S, 2S) the SR head applied to the reconstruction (None when not computed).
     logits: (B, T, vocab) MLM logits.
     cross_attention: (B, heads, T, L_keep) fusion-layer attention of each token over the visible patches.
     """
@@ -32,7 +32,7 @@ class ECAMPOutput:
     reconstruction: torch.Tensor
     patch_mask: torch.Tensor
     ids_keep: torch.Tensor
-    super_resolved: torch.Tensor
+    super_resolved: torch.Tensor | None
     logits: torch.Tensor
     cross_attention: torch.Tensor
 
@@ -140,14 +140,17 @@ class ECAMP(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         noise: torch.Tensor | None = None,
+        super_resolve: bool = True,
     ) -> ECAMPOutput:
+        """Args: ``noise`` (B, L) fixes the patch masking (lowest kept); ``super_resolve=False`` skips the SR
+        head (its output is then None)."""
         expected = self.img_size * self.sr_scale
         if image_hr.shape[-2:] != (expected, expected):
             raise ValueError(f"expected a {expected}x{expected} input crop, got {tuple(image_hr.shape[-2:])}")
         image = self.downsample(image_hr)
         latent, patch_mask, ids_restore, ids_keep = self.encoder.forward_masked(image, self.mask_ratio, noise)
         reconstruction = unpatchify(self.decoder(latent, ids_restore), self.patch_size, self.in_chans)
-        super_resolved = self.super_resolution(reconstruction)
+        super_resolved = self.super_resolution(reconstruction) if super_resolve else None
         logits, cross_attention = self.text(input_ids, attention_mask, latent[:, 1:])
         return ECAMPOutput(
             image, reconstruction, patch_mask, ids_keep, super_resolved, logits, cross_attention

@@ -1,0 +1,42 @@
+"""The demo target: a linear probe on the demo-pre-trained encoder beats the same probe on a randomly
+initialised encoder by at least 0.1 macro AUROC on the generated CXR test split (one seed here; the
+README reports three)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ecamp.cli import main
+
+QUIET = [
+    "--trainer.logger=false",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+]
+PROBE = ["--model.linear_probe=true", "--trainer.max_epochs=20", "--model.optimizer.init_args.lr=0.01",
+         "--model.optimizer.init_args.weight_decay=0.0"]  # fmt: skip
+
+
+def probe_auc(run: Path, pretrained: Path | None) -> float:
+    start = [f"--model.pretrained={pretrained}"] if pretrained else []
+    args = ["--config", "finetune_demo", f"--trainer.default_root_dir={run}", *PROBE, *start, *QUIET]
+    main(["finetune", "fit", *args])
+    tested = main(["finetune", "test", *args, f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
+    return float(tested.trainer.callback_metrics["test/auc"])
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured below the bar (README, Results): after the CPU-sized demo pre-training the probe on the "
+    "pre-trained encoder does not beat the random-encoder probe by 0.1 macro AUROC",
+)
+def test_pretraining_beats_a_random_encoder_under_a_linear_probe(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDZOO_CACHE", str(tmp_path / "cache"))
+    main(["fit", "--config", "demo", f"--trainer.default_root_dir={tmp_path / 'pre'}", *QUIET])
+    pretrained = probe_auc(tmp_path / "probe-pre", tmp_path / "pre" / "checkpoints" / "last.ckpt")
+    random = probe_auc(tmp_path / "probe-random", None)
+    print(f"linear probe macro AUROC: pre-trained {pretrained:.3f}, random {random:.3f}")
+    assert pretrained - random >= 0.1

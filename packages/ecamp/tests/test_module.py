@@ -1,0 +1,74 @@
+"""Training behaviour: one image-report pair is memorised (MLM accuracy 100 %); the optimiser groups skip
+decay on biases and norms; the SR window comes from the entity tokens' attention."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ecamp.module import ECAMPModule, decay_groups
+from ecamp.text import EntityAwareMasker
+
+
+def one_pair(tokenizer):
+    masker = EntityAwareMasker(tokenizer, max_length=16)
+    report = masker("small left pleural effusion and mild edema .", np.random.default_rng(2))
+    assert sum(report.masked) >= 3
+    image = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    return {
+        "image": image,
+        "input_ids": torch.tensor([report.masked_ids]),
+        "labels": torch.tensor([report.ids]),
+        "attention_mask": torch.tensor([report.attention]),
+        "weights": torch.tensor([report.weights]),
+        "masked": torch.tensor([report.masked]),
+        "entity": torch.tensor([report.entity]),
+        "index": torch.tensor([0]),
+    }
+
+
+def test_overfitting_one_pair_reaches_full_mlm_accuracy(tokenizer):
+    torch.manual_seed(0)
+    module = ECAMPModule("tiny", {"text_dropout": 0.0, "vocab_size": 64, "max_length": 16}, window_cells=6)
+    batch = one_pair(tokenizer)
+    optimizer = torch.optim.AdamW(decay_groups(module), lr=2e-3, weight_decay=0.0)
+    first = None
+    for _ in range(120):
+        values = module.losses(batch, training=True)
+        first = first if first is not None else values["loss"].item()
+        optimizer.zero_grad()
+        values["loss"].backward()
+        optimizer.step()
+    module.eval()
+    with torch.no_grad():
+        values = module.losses(batch, training=False)
+    assert values["mlm_acc"].item() == 1.0
+    assert values["loss"].item() < 0.5 * first
+
+
+def test_decay_groups_skip_biases_and_one_dimensional_parameters():
+    module = ECAMPModule("tiny", window_cells=6)
+    decay, no_decay = decay_groups(module)
+    assert no_decay["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(module.parameters()))
+
+
+def test_sr_window_follows_entity_attention_and_is_cached(tokenizer):
+    module = ECAMPModule("tiny", {"vocab_size": 64, "max_length": 16}, window_cells=6, window_update_every=2)
+    batch = one_pair(tokenizer)
+
+    class Out:  # the fields sr_windows reads
+        ids_keep = torch.arange(64)[None]
+        cross_attention = torch.zeros(1, 4, 16, 64)
+
+    entity = int(torch.nonzero(batch["entity"][0])[0])
+    Out.cross_attention[0, :, entity, 63] = 1.0  # the entity looks at the bottom-right patch
+    Out.cross_attention[0, :, 1, 0] = 1.0  # a non-entity token looks at the top-left patch
+    assert module.sr_windows(batch, Out, training=True).tolist() == [[2, 2]]
+    assert module.windows == {0: (2, 2)}  # kept for the epochs between updates
+    Out.cross_attention.zero_()
+    Out.cross_attention[0, :, entity, 0] = 1.0
+    assert module.sr_windows(batch, Out, training=False).tolist() == [[0, 0]]  # evaluation: current attention
+    center = ECAMPModule("tiny", {"vocab_size": 64, "max_length": 16}, window="center", window_cells=6)
+    assert center.sr_windows(batch, Out, training=True).tolist() == [[1, 1]]

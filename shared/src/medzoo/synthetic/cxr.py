@@ -12,13 +12,16 @@ Label frequencies follow a Zipf-like law over the classes' frequency ranks, as C
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 from scipy import ndimage, special
 
 from medzoo.io import write_csv, write_png, write_text
@@ -341,132 +344,20 @@ def render_cxr(
 
 # ---- reports -------------------------------------------------------------------------------------------
 
-# Per class: several phrasings of a positive finding, and the name used in negations and the impression.
-_PHRASES: dict[str, tuple[tuple[str, ...], str]] = {
-    "Atelectasis": (
-        (
-            "Linear opacity at the {side} base, likely atelectasis.",
-            "Subsegmental atelectasis in the {side} lower lung.",
-            "Plate-like atelectasis at the {side} base.",
-        ),
-        "atelectasis",
-    ),
-    "Cardiomegaly": (
-        (
-            "The heart is enlarged, consistent with cardiomegaly.",
-            "Moderate cardiomegaly.",
-            "Cardiomegaly with a widened cardiac silhouette.",
-        ),
-        "cardiomegaly",
-    ),
-    "Effusion": (
-        (
-            "Small {side} pleural effusion.",
-            "Blunting of the {side} costophrenic angle from a pleural effusion.",
-            "There is a {side} pleural effusion with a meniscus.",
-        ),
-        "pleural effusion",
-    ),
-    "Infiltration": (
-        (
-            "Patchy infiltrate in the {side} mid lung.",
-            "Ill-defined infiltrates in the {side} lung.",
-            "Hazy infiltration of the {side} mid zone.",
-        ),
-        "focal infiltrate",
-    ),
-    "Mass": (
-        (
-            "A rounded mass in the {side} lung.",
-            "Well-circumscribed {side} lung mass.",
-            "There is a mass projecting over the {side} lung.",
-        ),
-        "lung mass",
-    ),
-    "Nodule": (
-        (
-            "Several small pulmonary nodules.",
-            "Scattered nodules in both lungs.",
-            "Multiple small nodular opacities.",
-        ),
-        "pulmonary nodule",
-    ),
-    "Pneumonia": (
-        (
-            "Lower lobe opacity concerning for pneumonia.",
-            "Findings consistent with {side} lower lobe pneumonia.",
-            "Airspace disease with air bronchograms, compatible with pneumonia.",
-        ),
-        "pneumonia",
-    ),
-    "Pneumothorax": (
-        (
-            "Small {side} apical pneumothorax.",
-            "There is a {side} pneumothorax with a visible pleural line.",
-            "Pneumothorax at the {side} apex.",
-        ),
-        "pneumothorax",
-    ),
-    "Consolidation": (
-        (
-            "Dense consolidation in the {side} upper lobe.",
-            "Focal {side} upper lobe consolidation.",
-            "Consolidation of the {side} upper zone.",
-        ),
-        "consolidation",
-    ),
-    "Edema": (
-        (
-            "Pulmonary edema with perihilar haziness.",
-            "Interstitial edema with Kerley B lines.",
-            "Mild pulmonary edema.",
-        ),
-        "pulmonary edema",
-    ),
-    "Emphysema": (
-        (
-            "Hyperinflated lungs consistent with emphysema.",
-            "Emphysematous changes with apical bullae.",
-            "Emphysema with flattened hemidiaphragms.",
-        ),
-        "emphysema",
-    ),
-    "Fibrosis": (
-        (
-            "Reticular opacities at the lung bases suggesting fibrosis.",
-            "Basilar pulmonary fibrosis.",
-            "Fibrotic changes in both lower zones.",
-        ),
-        "fibrosis",
-    ),
-    "Pleural_Thickening": (
-        (
-            "Pleural thickening along the {side} lateral chest wall.",
-            "{Side} pleural thickening.",
-            "Apical and lateral pleural thickening on the {side}.",
-        ),
-        "pleural thickening",
-    ),
-    "Hernia": (
-        (
-            "Retrocardiac hiatal hernia with an air-fluid level.",
-            "Small hiatal hernia behind the heart.",
-            "Hiatal hernia.",
-        ),
-        "hiatal hernia",
-    ),
-}
-_NEGATIONS = ("No {name}.", "There is no {name}.", "No evidence of {name}.")
-_NORMAL_SENTENCES = (
-    "The lungs are clear.",
-    "Heart size is normal.",
-    "The cardiomediastinal silhouette is normal.",
-)
+# Per class: several phrasings of a positive finding, and the name used in negations and the impression;
+# the tables live in cxr_phrases.yaml beside this file.
+_PHRASE_FILE = Path(__file__).with_name("cxr_phrases.yaml")
+
+
+@functools.lru_cache(maxsize=1)
+def _phrase_tables() -> dict[str, Any]:
+    return yaml.safe_load(_PHRASE_FILE.read_text(encoding="utf-8"))
 
 
 def _class_phrases(name: str) -> tuple[tuple[str, ...], str]:
-    if name in _PHRASES:
-        return _PHRASES[name]
+    known = _phrase_tables()["findings"]
+    if name in known:
+        return tuple(known[name]["positive"]), known[name]["term"]
     term = name.replace("_", " ").lower()
     return (f"Findings of {term} in the {{side}} lung.", f"There is {term}."), term
 
@@ -485,10 +376,10 @@ def write_cxr_report(rng: np.random.Generator, findings: Sequence[str], classes:
         sentences.append(sentence)
     absent = [name for name in classes if name not in findings]
     if not findings:
-        sentences.extend(_NORMAL_SENTENCES[: int(rng.integers(1, 4))])
+        sentences.extend(_phrase_tables()["normal_sentences"][: int(rng.integers(1, 4))])
     num_negations = min(len(absent), int(rng.integers(1, 4)))
     for index in rng.choice(len(absent), size=num_negations, replace=False) if num_negations else []:
-        sentences.append(str(rng.choice(_NEGATIONS)).format(name=_class_phrases(absent[int(index)])[1]))
+        sentences.append(str(rng.choice(_phrase_tables()["negations"])).format(name=_class_phrases(absent[int(index)])[1]))
     if findings:
         names = [_class_phrases(name)[1] for name in findings]
         listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]

@@ -1,4 +1,4 @@
-"""Known answers for the six losses on a hand-computed 2x3 case, and parity with a scalar re-implementation."""
+"""Known answers for the six losses on a hand-computed 2x3 case; parity with a scalar re-implementation."""
 
 from __future__ import annotations
 

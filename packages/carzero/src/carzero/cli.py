@@ -206,7 +206,7 @@ EXTRA_COMMANDS = {"zeroshot": zeroshot, "evaluate": evaluate, "align-reports": a
 
 def main(args: list[str] | None = None):
     """Entry point of the `carzero` console script."""
-    return cli(CARZeroModule, CARZeroDataModule, package="carzero", args=args, extra_commands=EXTRA_COMMANDS)
+    return cli(CARZeroModule, CARZeroDataModule, package="carzero", args=args, commands=EXTRA_COMMANDS)
 
 
 if __name__ == "__main__":

@@ -35,5 +35,5 @@ MODEL_CONFIGS: dict[str, dict[str, Any]] = {
 
 
 def create_model(name: str = "paper", **overrides: Any) -> LTMLClassifier:
-    """Build a named :class:`LTMLClassifier` (``MODEL_CONFIGS``), e.g. ``create_model("tiny", num_classes=5)``."""
+    """A named :class:`LTMLClassifier` (``MODEL_CONFIGS``), e.g. ``create_model("tiny", num_classes=5)``."""
     return build_model(MODEL_CONFIGS, LTMLClassifier, name, **overrides)

@@ -5,9 +5,9 @@ where CE, Focal and DB are the Distribution-Balanced ``ResampleLoss`` and ANR / 
 ``LamdaResampleLoss`` / ``LamdaNoiseResampleLoss`` variants. For logits ``z`` and labels ``y`` in {0, 1}
 (B, C), each entry's loss is::
 
-    z' = z + b                                  prior bias (DB),  b_c = -log(N / n_c - 1) * init_bias / neg_scale
-    negatives: z' = neg_scale * z',  w = w / neg_scale                               (DB, "scaled")
-           or  z' = lambda * z',     w = w / sg(lambda),  lambda = 10 (1 - sigmoid(z)) + 1   (ANR, "adaptive")
+    z' = z + b                      prior bias (DB), b_c = -log(N / n_c - 1) * init_bias / neg_scale
+    negatives: z' = neg_scale * z', w = w / neg_scale                         (DB, "scaled")
+           or  z' = lambda * z',    w = w / sg(lambda), lambda = 10 (1 - sigmoid(z)) + 1  (ANR, "adaptive")
     l = balance * (1 - p_t)^gamma * w * BCE(z', y)           focal (p_t = exp(-BCE(z', y)))
     w = sigmoid(beta (r - mu)) + alpha,  r_ic = (1 / n_c) / sum_{j: y_ij = 1} 1 / n_j   re-balancing weight
 

@@ -1,0 +1,30 @@
+"""Command line: ``apple-fairness fit|validate|test|predict`` (APPLE on a frozen segmentor) and
+``apple-fairness train-segmentor fit|validate|test|predict`` (the baseline segmentor, a second stage)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from apple_fairness.data import FairSegDataModule
+from apple_fairness.module import APPLEModule, SegmentorModule
+from medzoo.lightning import Stage, cli
+
+
+def main(args: Sequence[str] | None = None) -> Any:
+    """Entry point of the ``apple-fairness`` console script (tests pass ``args``)."""
+    return cli(
+        APPLEModule,
+        FairSegDataModule,
+        package="apple_fairness",
+        args=args,
+        commands={
+            "train-segmentor": Stage(
+                SegmentorModule, FairSegDataModule, "train the baseline segmentor that APPLE then freezes"
+            )
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

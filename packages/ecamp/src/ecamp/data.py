@@ -205,6 +205,14 @@ class PretrainDataset(Dataset):
         }
 
 
+DEMO_SETTINGS = {"n_images": 200, "size": 160, "seed": 0}
+
+
+def demo_folder_name(prefix: str, settings: dict[str, int]) -> str:
+    """The demo folder of given settings, e.g. ``demo-n200-s160-seed0`` (other settings, other folder)."""
+    return f"{prefix}-n{settings['n_images']}-s{settings['size']}-seed{settings['seed']}"
+
+
 def write_demo_pretraining_set(folder: Path, n_images: int, size: int, seed: int) -> Path:
     """The demo set: ``medzoo.synthetic.make_cxr_dataset`` (MIMIC-like reports.csv) plus the rule-based
     ``llm_output`` column (what ``ecamp distill-reports`` writes) as reports_distilled.csv."""
@@ -279,14 +287,16 @@ class ECAMPDataModule(MedzooDataModule):
             "low_weight": low_weight,
         }
         self.fractions = (1.0 - val_fraction - test_fraction, val_fraction, test_fraction)
-        self.synthetic = {"n_images": 200, "size": 160, "seed": 0, **(synthetic or {})}
+        self.synthetic = {**DEMO_SETTINGS, **(synthetic or {})}
         self.datasets: dict[str, PretrainDataset] = {}
         self.tokenizer = None
 
     def data_root(self) -> Path:
         if self.root is not None:
             return self.root
-        return write_demo_pretraining_set(self.demo_dir() / "demo", **self.synthetic)
+        return write_demo_pretraining_set(
+            self.demo_dir() / demo_folder_name("demo", self.synthetic), **self.synthetic
+        )
 
     def split_tables(self, table: pd.DataFrame) -> dict[str, pd.DataFrame]:
         if (table["split"] != "").all():
@@ -732,9 +742,14 @@ class FinetuneDataModule(MedzooDataModule):
         if self.root is not None:
             return self.root
         if self.task == "cls":
-            settings = {"n_images": 200, "size": 160, "seed": 0, **self.synthetic}
-            return write_demo_pretraining_set(self.demo_dir() / "demo", **settings)
-        return write_demo_segmentation_set(self.demo_dir() / "demo-seg", **self.synthetic)
+            settings = {**DEMO_SETTINGS, **self.synthetic}
+            return write_demo_pretraining_set(
+                self.demo_dir() / demo_folder_name("demo", settings), **settings
+            )
+        settings = {"n_images": 60, "size": 96, "seed": 0, **self.synthetic}
+        return write_demo_segmentation_set(
+            self.demo_dir() / demo_folder_name("demo-seg", settings), **settings
+        )
 
     def _fraction(self, n: int) -> np.ndarray:
         if self.label_fraction >= 1:

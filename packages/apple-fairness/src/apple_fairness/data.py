@@ -16,7 +16,8 @@ Layouts (``--data.layout``, a registry of record loaders):
 
 Every sample is ``{"image": (C, H, W) float in [0, 1], "mask": (H, W) int64, "group": int64,
 "index": int, "name": str}`` at ``image_size``. Splits without a ``split`` column or list come from
-:func:`medzoo.lightning.seeded_split` (``val_fraction``, ``test_fraction``).
+:func:`medzoo.lightning.seeded_split` (``val_fraction``, ``test_fraction``), applied within each attribute
+group (stratified), so that every split holds every group in proportion.
 """
 
 from __future__ import annotations
@@ -426,7 +427,7 @@ class FairSegDataModule(MedzooDataModule):
             # No validation split on disk (FairSeg has train/test only): hold out part of train (seeded).
             pool = by_split["train"] if by_split["test"] else records
             fractions = (self.val_fraction,) if by_split["test"] else (self.val_fraction, self.test_fraction)
-            parts = seeded_split(len(pool), fractions, self.seed)
+            parts = self._stratified_split(pool, fractions)
             held = {int(i) for part in parts for i in part}
             by_split["val"] = [pool[i] for i in parts[0]]
             if not by_split["test"]:
@@ -437,6 +438,15 @@ class FairSegDataModule(MedzooDataModule):
                 self.datasets[split] = SensitiveSegmentationDataset(
                     items, ids, self.image_size, self.in_channels, self.num_classes
                 )
+
+    def _stratified_split(self, pool: Sequence[SegmentationRecord], fractions: Sequence[float]) -> list[list[int]]:
+        """``seeded_split`` within each attribute group, so every split holds every group in proportion."""
+        parts: list[list[int]] = [[] for _ in fractions]
+        for value in sorted({r.attribute for r in pool}, key=str):
+            members = [i for i, r in enumerate(pool) if r.attribute == value]
+            for part, chosen in zip(parts, seeded_split(len(members), fractions, self.seed), strict=True):
+                part.extend(members[int(i)] for i in chosen)
+        return [sorted(part) for part in parts]
 
     def split(self, name: str) -> SensitiveSegmentationDataset:
         """The dataset of split ``name`` (``train``, ``val``, ``test``); a clear error when it is empty."""

@@ -112,7 +112,10 @@ class LTMLClassifier(nn.Module):
         state = load_weights(Path(path))
         state = {k.removeprefix("backbone."): v for k, v in state.items()}
         state = {k: v for k, v in state.items() if not k.startswith(("fc.", "head.", "neck."))}
-        missing, unexpected = self.backbone.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = self.backbone.load_state_dict(state, strict=False)
+        except RuntimeError as error:  # shape mismatches
+            raise MedzooWeightsError(f"{path}: backbone weights do not match ({error})") from error
         if missing or unexpected:
             raise MedzooWeightsError(
                 f"{path}: backbone keys do not match; missing {missing[:5]}, unexpected {unexpected[:5]}"

@@ -1,4 +1,4 @@
-"""``apple-fairness train-segmentor fit -> fit -> test -> predict`` on a small demo, and the frozen segmentor."""
+"""``apple-fairness train-segmentor fit -> fit -> test -> predict`` on a small demo; the frozen segmentor."""
 
 from __future__ import annotations
 
@@ -48,12 +48,24 @@ def test_cli_round_trip_segmentor_fit_test_predict(tmp_path):
     # the deployed segmentor is bit-identical after APPLE training (batch-norm statistics included)
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     state = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
-    assert any(k.startswith("model.perturbers.0") for k in state) and any(k.startswith("probe.") for k in state)
-    assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in state.items() if k.startswith("model.perturbers.0.out"))
+    assert any(k.startswith("model.perturbers.0") for k in state) and any(
+        k.startswith("probe.") for k in state
+    )
+    assert any(
+        not torch.equal(v, torch.zeros_like(v))
+        for k, v in state.items()
+        if k.startswith("model.perturbers.0.out")
+    )
 
     main(["test", "--config", "demo", *common, "--ckpt_path", "last"])
     report = json.loads((runs / "fairness" / "fairness_report.json").read_text())
     assert report["num_samples"] == 6 and set(report) >= {"baseline", "apple", "attribute_leakage"}
+    assert set(report["attribute_leakage"]) == {
+        "before_z",
+        "after_z_perturbed",
+        "retrained_on_z",
+        "retrained_on_z_perturbed",
+    }
     assert set(report["apple"]["dice"]) == {"overall", "per_group", "gap", "es_sum", "es_std"}
     table = pd.read_csv(runs / "fairness" / "fairness_report.csv")
     assert len(table) == 4 and {"group_A", "group_B", "es_sum", "es_std"} <= set(table.columns)
@@ -62,7 +74,20 @@ def test_cli_round_trip_segmentor_fit_test_predict(tmp_path):
     assert per_sample["dice_apple"].mean() == pytest.approx(report["apple"]["dice"]["overall"])
 
     images = data / "images"
-    main(["predict", "--config", "demo", *common, "--ckpt_path", "last", "--data.predict_root", str(images), "--model.mask_format", "both"])
+    main(
+        [
+            "predict",
+            "--config",
+            "demo",
+            *common,
+            "--ckpt_path",
+            "last",
+            "--data.predict_root",
+            str(images),
+            "--model.mask_format",
+            "both",
+        ]
+    )
     out = runs / "predictions"
     summary = pd.read_csv(out / "summary.csv")
     assert len(summary) == 24 and list(summary.columns[:4]) == ["image", "mask", "height", "width"]
@@ -94,7 +119,9 @@ def test_segmentor_checkpoint_errors(tmp_path):
     with pytest.raises(MedzooDataError, match="no such file"):
         APPLEModule(variant="tiny", segmentor_ckpt=str(tmp_path / "none.ckpt"))
     other = APPLEModule(variant="tiny_cmunext").model.segmentor
-    torch.save({"state_dict": {f"model.{k}": v for k, v in other.state_dict().items()}}, tmp_path / "cmunext.ckpt")
+    torch.save(
+        {"state_dict": {f"model.{k}": v for k, v in other.state_dict().items()}}, tmp_path / "cmunext.ckpt"
+    )
     with pytest.raises(MedzooDataError, match="do not fit the variant"):
         APPLEModule(variant="tiny", segmentor_ckpt=str(tmp_path / "cmunext.ckpt"))
 

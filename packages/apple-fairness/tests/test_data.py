@@ -36,14 +36,19 @@ def test_demo_is_deterministic_and_unfair_by_construction(tmp_path):
 
 
 def test_generic_layout_splits_and_samples(demo_root):
-    dm = FairSegDataModule(demo_root, attribute="group", image_size=(16, 16), val_fraction=0.25, test_fraction=0.25)
+    dm = FairSegDataModule(
+        demo_root, attribute="group", image_size=(16, 16), val_fraction=0.25, test_fraction=0.25
+    )
     dm.setup("fit")
     sizes = {k: len(v) for k, v in dm.datasets.items()}
     assert sizes == {"train": 12, "val": 6, "test": 6} and dm.group_names == ["A", "B"]
     names = [r.image.name for split in dm.datasets.values() for r in split.records]
     assert len(set(names)) == 24  # disjoint
     sample = dm.datasets["train"][0]
-    assert sample["image"].shape == (1, 16, 16) and 0 <= float(sample["image"].min()) <= float(sample["image"].max()) <= 1
+    assert (
+        sample["image"].shape == (1, 16, 16)
+        and 0 <= float(sample["image"].min()) <= float(sample["image"].max()) <= 1
+    )
     assert sample["mask"].shape == (16, 16) and set(sample["mask"].unique().tolist()) <= {0, 1}
     assert sample["group"].dtype == torch.long
 
@@ -86,12 +91,15 @@ def test_missing_attribute_column_and_value(tmp_path):
 
 def test_single_group_is_an_error(tmp_path):
     rows = [_write_case(tmp_path, f"{i}.png", (8, 8), (8, 8), "F") for i in range(3)]
-    with pytest.raises(MedzooDataError, match="a single group .F. in 3 samples"):
+    with pytest.raises(MedzooDataError, match=r"a single group .F. in 3 samples"):
         _layout(tmp_path, rows).setup("fit")
 
 
 def test_mask_of_another_size_is_an_error(tmp_path):
-    rows = [_write_case(tmp_path, "0.png", (8, 8), (8, 9), "F"), _write_case(tmp_path, "1.png", (8, 8), (8, 8), "M")]
+    rows = [
+        _write_case(tmp_path, "0.png", (8, 8), (8, 9), "F"),
+        _write_case(tmp_path, "1.png", (8, 8), (8, 8), "M"),
+    ]
     dm = _layout(tmp_path, rows)
     dm.setup("fit")
     dataset = dm.datasets["train"]
@@ -106,7 +114,7 @@ def test_missing_root_and_bad_layout(tmp_path):
     with pytest.raises(MedzooDataError, match="absent: found no such folder"):
         FairSegDataModule(tmp_path / "absent", layout="tusc").setup("fit")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(MedzooDataError, match="metadata.csv: found no such file"):
+    with pytest.raises(MedzooDataError, match=r"metadata\.csv: found no such file"):
         FairSegDataModule(tmp_path / "empty", layout="tusc").setup("fit")
 
 
@@ -132,7 +140,9 @@ def _fairseg(root, n=6):
 
 def test_fairseg_layout(tmp_path):
     _fairseg(tmp_path)
-    dm = FairSegDataModule(tmp_path, layout="fairseg", attribute="race", num_classes=3, image_size=(12, 12), val_fraction=0.5)
+    dm = FairSegDataModule(
+        tmp_path, layout="fairseg", attribute="race", num_classes=3, image_size=(12, 12), val_fraction=0.5
+    )
     dm.setup("fit")
     assert dm.group_names == ["Asian", "Black", "White"]
     assert {k: len(v) for k, v in dm.datasets.items()} == {"train": 3, "val": 1, "test": 2}
@@ -143,7 +153,7 @@ def test_fairseg_layout(tmp_path):
     ages.setup("fit")
     assert ages.group_names == ["<60", ">=60"]
     (tmp_path / "lists/test.txt").write_text("data_99999.npz\n")
-    with pytest.raises(MedzooDataError, match="data_99999.npz: found no such file"):
+    with pytest.raises(MedzooDataError, match=r"data_99999\.npz: found no such file"):
         FairSegDataModule(tmp_path, layout="fairseg", attribute="race").setup("fit")
 
 

@@ -57,7 +57,9 @@ def test_attribute_leakage_balanced_accuracy():
     assert leak["chance_balanced_accuracy"] == 0.5
     from sklearn.metrics import balanced_accuracy_score
 
-    assert leak["balanced_accuracy"] == pytest.approx(balanced_accuracy_score([0, 0, 0, 0, 1, 1], [0, 0, 0, 1, 1, 0]))
+    assert leak["balanced_accuracy"] == pytest.approx(
+        balanced_accuracy_score([0, 0, 0, 0, 1, 1], [0, 0, 0, 1, 1, 0])
+    )
 
 
 def test_report_files(tmp_path):
@@ -82,7 +84,9 @@ def test_report_files(tmp_path):
     plot = read_image(paths["plot"]).array
     assert plot.shape == (400, 640, 3)
     # the two bar colours are drawn (grey baseline, red APPLE)
-    assert (plot == [214, 39, 40]).all(axis=2).sum() > 500 and (plot == [120, 120, 120]).all(axis=2).sum() > 500
+    assert (plot == [214, 39, 40]).all(axis=2).sum() > 500 and (plot == [120, 120, 120]).all(
+        axis=2
+    ).sum() > 500
 
 
 def test_real_shenzhen_lung_masks_through_the_report(shenzhen, tmp_path):
@@ -93,13 +97,22 @@ def test_real_shenzhen_lung_masks_through_the_report(shenzhen, tmp_path):
         masks.append((mask[..., 0] if mask.ndim == 3 else mask) >= 128)
     # an imperfect "segmentor": the real mask shifted by 12 pixels to the right
     preds = [np.roll(m, 12, axis=1) for m in masks]
-    per_sample = np.array([float(dice(p[None].astype(int), m[None].astype(int), 2)[0, 0]) for p, m in zip(preds, masks, strict=True)])
+    per_sample = np.array(
+        [
+            float(dice(p[None].astype(int), m[None].astype(int), 2)[0, 0])
+            for p, m in zip(preds, masks, strict=True)
+        ]
+    )
     groups = (cases["sex"] == "Male").to_numpy().astype(int)
-    report = fairness_summary({"group": groups, "dice_baseline": per_sample, "iou_baseline": per_sample}, ["Female", "Male"], 2)
+    report = fairness_summary(
+        {"group": groups, "dice_baseline": per_sample, "iou_baseline": per_sample}, ["Female", "Male"], 2
+    )
     assert report["group_sizes"] == {"Female": 4, "Male": 7}
     dice_summary = report["baseline"]["dice"]
     assert dice_summary["per_group"]["Female"] == pytest.approx(per_sample[groups == 0].mean())
     assert 0.5 < dice_summary["overall"] < 1.0
-    assert math.isclose(dice_summary["gap"], abs(per_sample[groups == 0].mean() - per_sample[groups == 1].mean()))
+    assert math.isclose(
+        dice_summary["gap"], abs(per_sample[groups == 0].mean() - per_sample[groups == 1].mean())
+    )
     paths = write_fairness_report(tmp_path, report)
     assert paths["plot"].is_file() and json.loads(paths["json"].read_text())["groups"] == ["Female", "Male"]

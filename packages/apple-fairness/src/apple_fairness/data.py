@@ -439,7 +439,9 @@ class FairSegDataModule(MedzooDataModule):
                     items, ids, self.image_size, self.in_channels, self.num_classes
                 )
 
-    def _stratified_split(self, pool: Sequence[SegmentationRecord], fractions: Sequence[float]) -> list[list[int]]:
+    def _stratified_split(
+        self, pool: Sequence[SegmentationRecord], fractions: Sequence[float]
+    ) -> list[list[int]]:
         """``seeded_split`` within each attribute group, so every split holds every group in proportion."""
         parts: list[list[int]] = [[] for _ in fractions]
         for value in sorted({r.attribute for r in pool}, key=str):

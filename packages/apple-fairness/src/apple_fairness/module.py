@@ -227,6 +227,10 @@ class APPLEModule(_FairnessReportMixin, MedzooModule):
         gamma: weight of the entropy term in ``L_G`` (FAAP: 0.1).
         seg_weight: weight of the segmentation term in ``L_G`` (FAAP's task weight: 0.7).
         disc_lr_ratio: discriminator lr / perturber lr (FAAP: 0.2).
+        probe_epochs: at ``test``, train two fresh discriminators for this many epochs on the frozen
+            training-split latents, one on ``z`` and one on ``z'`` (0 = skip), and report their test
+            accuracy: whether the attribute can still be read from ``z'`` by anyone, not only by ``D_p``.
+        probe_lr: Adam learning rate of those fresh discriminators.
         mask_format: ``predict`` output format (``png``, ``nifti``, ``both``).
         report_dir: where ``test`` writes the report; default ``<default_root_dir>/fairness``.
         optimizer, scheduler, scheduler_interval: see :class:`~medzoo.lightning.MedzooModule`; one optimizer
@@ -246,6 +250,8 @@ class APPLEModule(_FairnessReportMixin, MedzooModule):
         gamma: float = 0.1,
         seg_weight: float = 0.7,
         disc_lr_ratio: float = 0.2,
+        probe_epochs: int = 20,
+        probe_lr: float = 1e-3,
         mask_format: str = "png",
         report_dir: str | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
@@ -254,6 +260,8 @@ class APPLEModule(_FairnessReportMixin, MedzooModule):
     ) -> None:
         super().__init__(optimizer, scheduler, scheduler_interval)
         self.automatic_optimization = False
+        self.probe_epochs, self.probe_lr = int(probe_epochs), float(probe_lr)
+        self._retrained: dict[str, AttributeDiscriminator] = {}
         self.model: APPLE = create_model(variant, **(overrides or {}))
         if segmentor_ckpt is not None:
             self.load_segmentor(segmentor_ckpt)
@@ -273,7 +281,15 @@ class APPLEModule(_FairnessReportMixin, MedzooModule):
         self._fingerprint_at_start: str | None = None
         self.val_outputs = GatherAccumulator("dice_apple", "group", "disc_pred")
         self.test_outputs = GatherAccumulator(
-            "dice_apple", "iou_apple", "dice_baseline", "iou_baseline", "group", "disc_pred", "probe_pred"
+            "dice_apple",
+            "iou_apple",
+            "dice_baseline",
+            "iou_baseline",
+            "group",
+            "disc_pred",
+            "probe_pred",
+            "retrained_z_pred",
+            "retrained_zp_pred",
         )
 
     def load_segmentor(self, path: str | Path) -> None:
@@ -408,9 +424,63 @@ class APPLEModule(_FairnessReportMixin, MedzooModule):
         self.log("val/dice_gap", summary["gap"])
         self.log("val/disc_balanced_accuracy", float(np.mean(recalls)), prog_bar=True)
 
+    def _fit_retrained_probes(self) -> None:
+        """Fresh discriminators on the frozen train-split latents ``z`` and ``z'`` (same seed, same steps)."""
+        # Lightning evaluates under inference mode; these few optimiser steps need autograd.
+        with torch.inference_mode(False), torch.enable_grad():
+            self._retrained = self._train_probes()
+
+    def _train_probes(self) -> dict[str, AttributeDiscriminator]:
+        datamodule = self.trainer.datamodule
+        latents: dict[str, list[torch.Tensor]] = {"z": [], "zp": []}
+        groups: list[torch.Tensor] = []
+        for batch in datamodule.eval_loader(datamodule.split("train")):
+            with torch.no_grad():
+                z = self.model.encode(batch["image"].to(self.device))
+                zp, _ = self.model.perturb(z)
+            latents["z"].append(z[-1])
+            latents["zp"].append(zp[-1])
+            groups.append(batch["group"].to(self.device))
+        target = torch.cat(groups)
+        template = self.model.discriminator
+        probes = {}
+        for name, chunks in latents.items():
+            inputs = torch.cat(chunks)
+            generator = torch.Generator().manual_seed(0)
+            torch.manual_seed(0)
+            probe = AttributeDiscriminator(
+                inputs.shape[1],
+                self.num_groups,
+                template.features[0].out_channels,
+                len(template.features) // 3,
+            ).to(self.device)
+            optimizer = torch.optim.Adam(probe.parameters(), lr=self.probe_lr)
+            for _ in range(self.probe_epochs):
+                order = torch.randperm(len(target), generator=generator).to(self.device)
+                for start in range(0, len(order), datamodule.batch_size):
+                    rows = order[start : start + datamodule.batch_size]
+                    loss = discriminator_loss(probe(inputs[rows]), target[rows])
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+            probes[name] = probe.eval()
+        return probes
+
+    def on_test_start(self) -> None:
+        self._retrained = {}
+        if self.probe_epochs > 0:
+            self._fit_retrained_probes()
+
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._check_groups(batch["group"])
         out = self._evaluate(batch["image"])
+        if self._retrained:
+            latents = self.model.encode(batch["image"])
+            perturbed, _ = self.model.perturb(latents)
+            retrained_z = self._retrained["z"](latents[-1]).argmax(dim=1)
+            retrained_zp = self._retrained["zp"](perturbed[-1]).argmax(dim=1)
+        else:
+            retrained_z = retrained_zp = torch.full_like(batch["group"], -1)
         d_apple, j_apple = _per_sample_scores(out["apple"], batch["mask"], self.num_classes)
         d_base, j_base = _per_sample_scores(out["baseline"], batch["mask"], self.num_classes)
         as_tensor = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
@@ -423,6 +493,8 @@ class APPLEModule(_FairnessReportMixin, MedzooModule):
             group=batch["group"],
             disc_pred=out["disc_pred"],
             probe_pred=out["probe_pred"],
+            retrained_z_pred=retrained_z,
+            retrained_zp_pred=retrained_zp,
         )
 
     def on_test_epoch_end(self) -> None:

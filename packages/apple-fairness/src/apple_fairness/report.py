@@ -9,8 +9,11 @@ Definitions (``medzoo.metrics``):
 - ``es_sum`` = overall / (1 + sum_g |group_g - overall|), Harvard-FairSeg's ES-Dice / ES-IoU (reported
   as the headline ES metric, as in APPLE's tables); ``es_std`` = overall / (1 + std_g(group_g));
 - attribute leakage: accuracy and balanced accuracy (mean per-group recall; chance = 1 / number of
-  groups) of a discriminator on the clean latent ``z`` ("before") and of APPLE's ``D_p`` on ``z'``
-  ("after").
+  groups) of a discriminator trained alongside APPLE on the clean latent ``z`` ("before") and of
+  APPLE's own ``D_p`` on ``z'`` ("after"); and of two fresh discriminators trained after APPLE on the frozen
+  ``z`` and ``z'`` (``retrained_on_*``), which says whether anyone, not only ``D_p``, can still read the
+  attribute. A balanced accuracy far *below* chance leaks as much as one far above (the labels are merely
+  swapped); ``distance_from_chance`` = |balanced accuracy - chance| is the leakage.
 """
 
 from __future__ import annotations
@@ -65,10 +68,12 @@ def attribute_leakage(pred: Any, groups: Any, num_groups: int) -> dict[str, floa
     """Accuracy and balanced accuracy of attribute predictions (N,) against the true groups (N,)."""
     pred, groups = np.asarray(pred).ravel(), np.asarray(groups).ravel()
     recalls = [float(np.mean(pred[groups == g] == g)) for g in range(num_groups) if np.any(groups == g)]
+    balanced, chance = float(np.mean(recalls)), 1.0 / len(recalls)
     return {
         "accuracy": float(np.mean(pred == groups)),
-        "balanced_accuracy": float(np.mean(recalls)),
-        "chance_balanced_accuracy": 1.0 / len(recalls),
+        "balanced_accuracy": balanced,
+        "chance_balanced_accuracy": chance,
+        "distance_from_chance": abs(balanced - chance),
     }
 
 
@@ -99,6 +104,13 @@ def fairness_summary(outputs: dict[str, Any], group_names: Sequence[str], num_gr
         leakage["before_z"] = attribute_leakage(outputs["probe_pred"], groups, num_groups)
     if "disc_pred" in outputs:
         leakage["after_z_perturbed"] = attribute_leakage(outputs["disc_pred"], groups, num_groups)
+    # Fresh discriminators trained after APPLE on frozen latents (-1 = not run).
+    for key, name in (
+        ("retrained_z_pred", "retrained_on_z"),
+        ("retrained_zp_pred", "retrained_on_z_perturbed"),
+    ):
+        if key in outputs and np.all(np.asarray(outputs[key]) >= 0):
+            leakage[name] = attribute_leakage(outputs[key], groups, num_groups)
     if leakage:
         report["attribute_leakage"] = leakage
     if "baseline" in report and "apple" in report:

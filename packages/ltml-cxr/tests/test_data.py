@@ -114,7 +114,7 @@ def test_ltml_mimic_layout_maps_uncertain_to_negative(tmp_path):
 
 
 def test_ltml_mimic_bad_inputs(tmp_path):
-    with pytest.raises(MedzooDataError, match="LTML-MIMIC-CXR.csv: found no such file"):
+    with pytest.raises(MedzooDataError, match=r"LTML-MIMIC-CXR\.csv: found no such file"):
         load_ltml_mimic(tmp_path)
     frame = _write_mimic(tmp_path, [(10000032, 50414267, {"Atelectasis": 2})])
     with pytest.raises(MedzooDataError, match=r"label values \[2.0\]"):

@@ -1,4 +1,4 @@
-"""The classifier: architecture facts, local pretrained weights, save/load identity, overfitting a tiny batch."""
+"""The classifier: architecture, local pretrained weights, save/load identity, overfitting a tiny batch."""
 
 from __future__ import annotations
 

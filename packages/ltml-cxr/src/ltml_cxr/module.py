@@ -190,9 +190,10 @@ class LTMLModule(MedzooModule):
         logits = self(batch["image"]).float()
         return {
             "path": list(batch["path"]),
+            "class_names": list(self.class_names),
             "logits": logits.cpu().numpy(),
             "probabilities": logits.sigmoid().cpu().numpy(),
         }
 
     def prediction_writer(self) -> PredictionWriter:
-        return ProbabilityWriter(self.class_names)
+        return ProbabilityWriter()  # class names travel with each prediction (set by the checkpoint)

@@ -52,6 +52,7 @@ class LinearRegressor(MedzooModule):
         in_features: int = 4,
         dropout: float = 0.0,
         nan_at_step: int = -1,
+        crash_at_step: int = -1,
         optimizer: OptimizerCallable = torch.optim.SGD,
         scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: str = "epoch",
@@ -59,12 +60,15 @@ class LinearRegressor(MedzooModule):
         super().__init__(optimizer=optimizer, scheduler=scheduler, scheduler_interval=scheduler_interval)
         self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, 1))
         self.nan_at_step = nan_at_step
+        self.crash_at_step = crash_at_step
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         loss = nn.functional.mse_loss(self.net(x), y)
         if self.global_step == self.nan_at_step:
             loss = loss * float("nan")
+        if self.global_step == self.crash_at_step:
+            raise RuntimeError("simulated crash in the middle of an epoch")
         self.log("train/loss", loss)
         return loss
 
@@ -186,7 +190,8 @@ def test_fit_writes_checkpoints_metrics_and_tensorboard(tmp_path: Path) -> None:
     assert "val/mse" in metrics and "train/loss" in metrics
     assert list((tmp_path / "tensorboard" / "version_0").glob("events.out.tfevents.*"))
     assert (tmp_path / "csv" / "version_0" / "config.yaml").is_file()
-    assert not list(ckpts.glob("*.tmp")), "temporary checkpoint files left behind"
+    leftovers = [p.name for p in ckpts.iterdir() if p.name != "last.ckpt" and not p.name.startswith("best-")]
+    assert not leftovers, f"temporary checkpoint files left behind: {leftovers}"
     # The learned weights approach w = (1, 2, 3, 4): training really happened.
     first = torch.load(ckpts / "last.ckpt", weights_only=True, map_location="cpu")
     assert first["global_step"] == 2 * 6
@@ -211,7 +216,7 @@ def test_resume_last_continues_global_step_and_second_run_in_same_folder(tmp_pat
     [(0.0, 0, 0.0), (0.3, 0, 0.1), (0.3, 1, 0.1)],
     ids=["plain", "dropout-augmentation", "dropout-worker-augmentation"],
 )
-def test_kill_and_resume_gives_the_same_weights(
+def test_stop_at_epoch_end_and_resume_gives_the_same_weights(
     tmp_path: Path, dropout: float, num_workers: int, noise: float
 ) -> None:
     data = [f"--data.num_workers={num_workers}", f"--data.noise={noise}"]
@@ -232,6 +237,21 @@ def test_kill_and_resume_gives_the_same_weights(
         tmp_path / "c", "--trainer.max_epochs=3", *OPT, f"--model.dropout={dropout}", *data, *schedule
     )
     assert not all(torch.equal(a[k], v) for k, v in weights(other.model).items())
+
+
+def test_crash_mid_epoch_then_resume_from_last_gives_the_same_weights(tmp_path: Path) -> None:
+    """A run that dies in the middle of epoch 1 (step 9 of 6 per epoch) resumes from the epoch-0
+    checkpoint, redoes epoch 1 and ends with the uninterrupted run's weights."""
+    common = [*OPT, "--model.dropout=0.3", "--seed_everything=3", "--data.noise=0.1"]
+    straight = run_cli(tmp_path / "a", "--trainer.max_epochs=3", *common)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_cli(tmp_path / "b", "--trainer.max_epochs=3", "--model.crash_at_step=9", *common)
+    state = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == 6  # the crash left the epoch-end checkpoint intact
+    resumed = run_cli(tmp_path / "b", "--trainer.max_epochs=3", "--ckpt_path=last", *common)
+    a, b = weights(straight.model), weights(resumed.model)
+    assert resumed.trainer.global_step == 18
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_nan_loss_stops_with_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -413,7 +433,7 @@ def test_export_weights_round_trip(tmp_path: Path) -> None:
     state = model.state_dict()
     assert loaded.keys() == state.keys()
     assert all(torch.equal(loaded[k], state[k]) for k in state)
-    assert not list(path.parent.glob("*.tmp"))
+    assert [p.name for p in path.parent.iterdir()] == ["model.safetensors"]  # no temporary file left
 
 
 def test_epoch_seeded_sampler_depends_only_on_seed_and_epoch() -> None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from medzoo.errors import MedzooDataError
 
-__all__ = ["atomic_path", "atomic_write", "write_csv", "write_json", "write_png", "write_text"]
+__all__ = ["atomic_path", "atomic_write", "fsync_path", "write_csv", "write_json", "write_png", "write_text"]
 
 
 def _file_mode() -> int:
@@ -43,13 +43,27 @@ def _split_suffix(name: str) -> tuple[str, str]:
     return (stem, dot + ext) if dot and stem else (name, "")
 
 
+def fsync_path(path: str | os.PathLike) -> None:
+    """fsync a file or a folder by path (a folder's fsync makes a rename inside it durable)."""
+    flags = os.O_RDONLY | (os.O_DIRECTORY if Path(path).is_dir() and hasattr(os, "O_DIRECTORY") else 0)
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on folders; the rename is still atomic there
+        pass
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it to ``path`` when the block succeeds.
 
     For libraries that insist on writing to a file name themselves (nibabel, safetensors). The temporary
     name keeps the suffix of ``path`` (e.g. ``.nii.gz``) because such libraries choose the format from it.
-    Parent folders are created. On error the temporary file is removed and the exception propagates.
+    Parent folders are created. On success the temporary file is fsynced, renamed over ``path``, and the
+    folder is fsynced so that the rename itself survives a crash. On error the temporary file is removed
+    and the exception propagates.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,7 +74,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, _file_mode())
+        fsync_path(tmp)
         os.replace(tmp, path)
+        fsync_path(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -87,7 +103,6 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", *, encoding: str = "
         with open(tmp, mode, **text_kwargs) as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
 
 
 def _json_default(value: Any) -> Any:

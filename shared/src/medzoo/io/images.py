@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from medzoo.errors import MedzooDataError
+from medzoo.io._checks import check_element_count, is_regular_file, require_regular_file
 
 __all__ = ["IMAGE_SUFFIXES", "Image2D", "is_dicom_file", "list_images", "read_image"]
 
@@ -60,6 +61,8 @@ def list_images(folder: str | os.PathLike, *, recursive: bool = False) -> list[P
 
 def is_dicom_file(path: str | os.PathLike) -> bool:
     """True if ``path`` is a file with the DICOM Part 10 magic (``DICM`` after the 128-byte preamble)."""
+    if not is_regular_file(path):  # never open a FIFO or a device: it could block
+        return False
     try:
         with open(path, "rb") as handle:
             head = handle.read(132)
@@ -81,8 +84,8 @@ def read_image(path: str | os.PathLike) -> Image2D:
             multi-frame or 3D data (use ``read_volume``).
     """
     path = Path(path)
-    if not path.is_file():
-        raise MedzooDataError(path, "no such file" if not path.exists() else "a folder", "an image file")
+    if require_regular_file(path, "an image file") == 0:
+        raise MedzooDataError(path, "an empty file", "an image file")
     suffix = path.suffix.lower()
     if suffix in _DICOM_SUFFIXES or is_dicom_file(path):
         return _read_dicom_image(path)
@@ -98,15 +101,52 @@ def _read_pil_image(path: Path) -> Image2D:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
+                # Everything below is read from the header, before any pixel is decoded.
+                check_element_count(path, (image.height, image.width, len(image.getbands())), "an image")
+                _refuse_lossy_modes(image, path)
                 image.load()  # decode now so that truncation surfaces here, not later
                 array = _pil_to_array(image)
+    except MedzooDataError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise MedzooDataError(path, f"a decompression bomb ({err})", "an image of a sane size") from err
     except UnidentifiedImageError as err:
         raise MedzooDataError(
             path, "a file that is not a readable image", "PNG, JPEG, BMP, TIFF, DICOM, MHA or NRRD"
         ) from err
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as err:
+    except (OSError, SyntaxError, ValueError, MemoryError) as err:
         raise MedzooDataError(path, f"a corrupt or truncated image ({err})", "a complete image file") from err
     return Image2D(array=array, spacing=None, path=path)
+
+
+def _refuse_lossy_modes(image, path: Path) -> None:
+    """Refuse what Pillow would silently read as something else: multi-page files (only page 1 would be
+    read) and 16-bit-per-channel colour (Pillow keeps only the high bytes)."""
+    frames = int(getattr(image, "n_frames", 1) or 1)
+    if frames > 1:
+        raise MedzooDataError(
+            path, f"a multi-page {image.format} file with {frames} pages", "a single 2D image (one page)"
+        )
+    if image.format == "PNG":
+        with open(path, "rb") as handle:
+            header = handle.read(33)
+        bit_depth, colour_type = header[24], header[25]  # IHDR follows the 8-byte signature
+        if bit_depth == 16 and colour_type in (2, 4, 6):
+            raise MedzooDataError(
+                path,
+                "a 16-bit-per-channel colour PNG (Pillow would keep only the high bytes)",
+                "an 8-bit colour or a 16-bit grey PNG; convert colour to grey or to 8 bits first",
+            )
+    if image.format == "TIFF":
+        bits = image.tag_v2.get(258)  # BitsPerSample
+        samples = int(image.tag_v2.get(277, 1))  # SamplesPerPixel
+        depth = max(bits) if isinstance(bits, tuple) else int(bits or 8)
+        if samples > 1 and depth > 8:
+            raise MedzooDataError(
+                path,
+                f"a {depth}-bit-per-channel colour TIFF ({samples} samples)",
+                "8-bit colour or 16-bit grey; convert colour to grey or to 8 bits first",
+            )
 
 
 def _pil_to_array(image) -> np.ndarray:

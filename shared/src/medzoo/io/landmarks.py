@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from medzoo.errors import MedzooDataError
+from medzoo.io._checks import require_regular_file
 from medzoo.io.atomic import write_csv, write_json, write_text
 
 __all__ = [
@@ -43,6 +44,7 @@ def _format(value: float) -> str:
 
 
 def _read_lines(path: Path) -> list[str]:
+    require_regular_file(path, "a landmark file")
     try:
         return path.read_text(encoding="utf-8-sig").splitlines()
     except FileNotFoundError as err:
@@ -137,8 +139,10 @@ def read_landmark_csv(
     import pandas as pd
 
     path = Path(path)
+    require_regular_file(path, "a landmark CSV")
+    _check_csv_fields(path)
     try:
-        table = pd.read_csv(path, dtype={image_column: str})
+        table = pd.read_csv(path, dtype={image_column: str}, keep_default_na=False, na_values=[""])
     except FileNotFoundError as err:
         raise MedzooDataError(path, "no such file", "a landmark CSV") from err
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as err:
@@ -159,7 +163,16 @@ def read_landmark_csv(
             f"{found} complete landmark column pairs in {list(table.columns)}",
             f"{expected or 'K >= 1'} pairs {x_column.format(0)}, {y_column.format(0)}, ...",
         )
+    if table.empty:
+        raise MedzooDataError(path, "a header without data rows", "one row per image")
     names = [c.format(k) for k in range(found) for c in (x_column, y_column)]
+    booleans = [
+        n
+        for n in names
+        if table[n].dtype == bool or table[n].astype(str).str.lower().isin(["true", "false"]).any()
+    ]
+    if booleans:
+        raise MedzooDataError(path, f"true/false values in {booleans[:3]}", "numbers in every x/y column")
     try:
         values = table[names].to_numpy(dtype=np.float64).reshape(len(table), found, 2)
     except ValueError as err:
@@ -179,6 +192,25 @@ def read_landmark_csv(
     if len(duplicated):
         raise MedzooDataError(path, f"image {duplicated.iloc[0]!r} listed twice", "one row per image")
     return {name: coords for name, coords in zip(table[image_column], values, strict=True)}
+
+
+def _check_csv_fields(path: Path) -> None:
+    """Every row has as many fields as the header: pandas would otherwise shift a row with one extra
+    field into an index column and invent image names."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.reader(handle))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise MedzooDataError(path, f"an unparsable CSV ({err})", "a UTF-8 CSV") from err
+    rows = [row for row in rows if any(cell.strip() for cell in row)]
+    if not rows:
+        raise MedzooDataError(path, "an empty file", "a CSV with columns image, x0, y0, ...")
+    width = len(rows[0])
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) != width:
+            raise MedzooDataError(f"{path}, line {number}", f"{len(row)} fields", f"{width} as in the header")
 
 
 def write_landmark_csv(path: str | os.PathLike, mapping: Mapping[str, np.ndarray]) -> Path:
@@ -291,6 +323,7 @@ def read_coco_keypoints(path: str | os.PathLike) -> list[LandmarkRecord]:
     half-pixel shift is applied). Images without annotations produce no record.
     """
     path = Path(path)
+    require_regular_file(path, "a COCO keypoints JSON")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
@@ -301,9 +334,16 @@ def read_coco_keypoints(path: str | os.PathLike) -> list[LandmarkRecord]:
         keys = list(data) if isinstance(data, dict) else type(data).__name__
         raise MedzooDataError(path, f"top-level {keys}", "an object with 'images' and 'annotations'")
     try:
+        ids = [image["id"] for image in data["images"]]
         images = {image["id"]: image for image in data["images"]}
     except (KeyError, TypeError) as err:
         raise MedzooDataError(f"{path}: images", "an entry without 'id'", "COCO image entries") from err
+    if len(images) != len(ids):
+        duplicate = next(i for i in ids if ids.count(i) > 1)
+        raise MedzooDataError(f"{path}: images", f"id {duplicate!r} used twice", "unique image ids")
+    declared = _declared_keypoint_count(path, data.get("categories"))
+    if not isinstance(data["annotations"], list):
+        raise MedzooDataError(f"{path}: annotations", type(data["annotations"]).__name__, "a list")
     records = []
     for index, annotation in enumerate(data["annotations"]):
         where = f"{path}: annotations[{index}]"
@@ -314,10 +354,23 @@ def read_coco_keypoints(path: str | os.PathLike) -> list[LandmarkRecord]:
                 f"image_id {annotation.get('image_id')!r}",
                 "the id of an entry in 'images'",
             )
-        keypoints = np.asarray(annotation.get("keypoints", []), dtype=np.float64)
+        raw = annotation.get("keypoints", [])
+        if not isinstance(raw, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw
+        ):
+            raise MedzooDataError(
+                where, f"keypoints {str(raw)[:60]}", "a flat list of numbers [x, y, v, ...]"
+            )
+        keypoints = np.asarray(raw, dtype=np.float64)
         if keypoints.size == 0 or keypoints.size % 3:
             raise MedzooDataError(where, f"{keypoints.size} keypoint values", "3 per landmark (x, y, v)")
         triples = keypoints.reshape(-1, 3)
+        if declared is not None and len(triples) != declared:
+            raise MedzooDataError(where, f"{len(triples)} keypoints", f"{declared} as the category declares")
+        if records and len(triples) != len(records[0].visible):
+            raise MedzooDataError(
+                where, f"{len(triples)} keypoints", f"{len(records[0].visible)} as in annotations[0]"
+            )
         visible = triples[:, 2] > 0
         coords = np.where(visible[:, None], triples[:, :2], np.nan)
         records.append(
@@ -331,6 +384,22 @@ def read_coco_keypoints(path: str | os.PathLike) -> list[LandmarkRecord]:
             )
         )
     return records
+
+
+def _declared_keypoint_count(path: Path, categories) -> int | None:
+    """The keypoint count the categories declare (``len(keypoints)``), or None when they name none."""
+    if not categories:
+        return None
+    counts = {
+        len(c["keypoints"])
+        for c in categories
+        if isinstance(c, dict) and isinstance(c.get("keypoints"), list)
+    }
+    if len(counts) > 1:
+        raise MedzooDataError(
+            f"{path}: categories", f"keypoint lists of lengths {sorted(counts)}", "one length"
+        )
+    return counts.pop() if counts else None
 
 
 def write_coco_keypoints(

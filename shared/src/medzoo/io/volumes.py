@@ -8,6 +8,7 @@ DICOM and ITK store LPS+ (+x Left, +y Posterior), so a DICOM affine is converted
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from medzoo.errors import MedzooDataError
+from medzoo.io._checks import check_element_count, require_regular_file
 from medzoo.io.atomic import atomic_path
 from medzoo.io.images import IMAGE_SUFFIXES, dicom_pixels, is_dicom_file
 
@@ -67,10 +69,15 @@ def _finish(array: np.ndarray, affine: np.ndarray, path: Path, reorient: bool) -
 
     if reorient:
         array, affine = reorient_to_ras(array, affine)
-    n_nan = int(np.isnan(array).sum())
-    if n_nan:
-        raise MedzooDataError(path, f"{n_nan} NaN voxel(s) of {array.size}", "finite voxel values")
+    # NaN and inf voxels are refused (a documented choice: every consumer windows or normalises intensities).
+    n_nan, n_inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
+    if n_nan or n_inf:
+        found = ", ".join(f"{n} {kind} voxel(s)" for n, kind in ((n_nan, "NaN"), (n_inf, "inf")) if n)
+        raise MedzooDataError(path, f"{found} of {array.size}", "finite voxel values")
     spacing = tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
+    # A volume without a physical voxel size cannot be resampled or measured: refused, never invented.
+    if not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise MedzooDataError(path, f"voxel spacing {spacing} mm", "positive, finite spacing in the header")
     orientation = "".join(nib.orientations.aff2axcodes(affine))
     return Volume(
         array=array.astype(np.float32, copy=False),
@@ -107,8 +114,9 @@ def read_volume(
     if path.is_dir():
         array, affine = _read_dicom_series(path, series_uid)
         return _finish(array, affine, path, reorient_to_ras)
-    if not path.is_file():
+    if not path.exists():
         raise MedzooDataError(path, "no such file or folder", "a NIfTI file or a DICOM series folder")
+    require_regular_file(path, "a NIfTI file or a DICOM series folder")
     if path.name.lower().endswith(_NIFTI_SUFFIXES):
         array, affine = _read_nifti(path)
         return _finish(array, affine, path, reorient_to_ras)
@@ -140,6 +148,14 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
         if len(shape) != 3:
             kind = "a 2D image" if len(shape) < 3 else f"a {len(shape)}D image"
             raise MedzooDataError(path, f"{kind} of shape {shape}", "a 3D volume (X, Y, Z)")
+        check_element_count(path, shape, "a volume")
+        zooms = _raw_nifti_zooms(path, type(image.header))
+        if not all(np.isfinite(z) and z > 0 for z in zooms):
+            # nibabel would build an affine with a 1 mm fallback; the spacing is unknown, so refuse.
+            raise MedzooDataError(
+                path, f"voxel sizes (pixdim) {tuple(float(z) for z in zooms)}", "positive voxel sizes"
+            )
+        _check_nifti_bytes(path, image)
         array = np.asarray(image.dataobj, dtype=np.float32)  # applies scl_slope / scl_inter
         affine = np.asarray(image.affine, dtype=np.float64)
     except MedzooDataError:
@@ -149,6 +165,41 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
             path, f"a corrupt or truncated NIfTI file ({type(err).__name__}: {err})", "a valid NIfTI file"
         ) from err
     return array, affine
+
+
+def _raw_nifti_zooms(path: Path, header_class) -> tuple[float, ...]:
+    """The voxel sizes as the file states them: nibabel's load replaces a zero pixdim with 1 mm."""
+    import gzip
+    import io
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        raw = handle.read(header_class.template_dtype.itemsize)
+    header = header_class.from_fileobj(io.BytesIO(raw), check=False)
+    return tuple(float(z) for z in header.get_zooms()[:3])
+
+
+def _check_nifti_bytes(path: Path, image) -> None:
+    """The data bytes the header claims must be in the file, checked before they are allocated; for a
+    .nii.gz the stream is decompressed in chunks and counted, never held."""
+    import gzip
+
+    header = image.header
+    needed = int(header.get_data_offset()) + math.prod(image.shape) * header.get_data_dtype().itemsize
+    if path.name.lower().endswith(".gz"):
+        present = 0
+        with gzip.open(path, "rb") as stream:
+            while present < needed:
+                chunk = stream.read(min(1 << 22, needed - present))
+                if not chunk:
+                    break
+                present += len(chunk)
+    else:
+        present = path.stat().st_size
+    if present < needed:
+        raise MedzooDataError(
+            path, f"{present:,} bytes of header and data", f"{needed:,} bytes for the shape in its header"
+        )
 
 
 def _read_itk_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:

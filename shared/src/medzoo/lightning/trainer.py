@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +34,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or "file" not in _protocols(fs):
             super().save_checkpoint(checkpoint, path, storage_options=storage_options)
             return
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(checkpoint, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-            raise
+        from medzoo.io import atomic_write
+
+        # Temporary file beside the target, fsynced, renamed, folder fsynced; permissions follow the umask.
+        with atomic_write(Path(path), "wb") as handle:
+            torch.save(checkpoint, handle)
 
 
 def _protocols(fs: Any) -> tuple[str, ...]:

@@ -379,7 +379,9 @@ def write_cxr_report(rng: np.random.Generator, findings: Sequence[str], classes:
         sentences.extend(_phrase_tables()["normal_sentences"][: int(rng.integers(1, 4))])
     num_negations = min(len(absent), int(rng.integers(1, 4)))
     for index in rng.choice(len(absent), size=num_negations, replace=False) if num_negations else []:
-        sentences.append(str(rng.choice(_phrase_tables()["negations"])).format(name=_class_phrases(absent[int(index)])[1]))
+        sentences.append(
+            str(rng.choice(_phrase_tables()["negations"])).format(name=_class_phrases(absent[int(index)])[1])
+        )
     if findings:
         names = [_class_phrases(name)[1] for name in findings]
         listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]

@@ -1,0 +1,134 @@
+"""MAE pre-training of the 3D ViT: random 75% token masking, a light decoder, per-patch normalised MSE."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from ct_vlm.models.vit3d import ViT3D, patchify
+
+
+def random_masking(
+    batch: int, num_patches: int, mask_ratio: float, device: torch.device | None = None, generator=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw a random subset of tokens to keep per sample.
+
+    Returns:
+        keep (B, n_keep) long indices of the visible tokens (sorted), and mask (B, N) float, 1 = masked.
+        n_keep = round(N * (1 - mask_ratio)), at least 1.
+    """
+    n_keep = max(1, round(num_patches * (1.0 - mask_ratio)))
+    noise = torch.rand(batch, num_patches, generator=generator, device="cpu").to(device)
+    keep = noise.argsort(dim=1)[:, :n_keep].sort(dim=1).values
+    mask = torch.ones(batch, num_patches, device=device)
+    mask.scatter_(1, keep, 0.0)
+    return keep, mask
+
+
+def masked_patch_mse(
+    prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, norm_pix_loss: bool = True
+) -> torch.Tensor:
+    """The MAE loss: the MSE over the voxels of each patch, averaged over masked patches only.
+
+    Args:
+        prediction, target: (B, N, P) patches (target from :func:`patchify`).
+        mask: (B, N), 1 where the patch was masked.
+        norm_pix_loss: normalise each target patch by its own mean and variance (eps 1e-6), as MAE.
+    """
+    if norm_pix_loss:
+        mean = target.mean(dim=-1, keepdim=True)
+        var = target.var(dim=-1, keepdim=True)  # unbiased, as the MAE reference
+        target = (target - mean) / (var + 1e-6) ** 0.5
+    per_patch = (prediction - target).pow(2).mean(dim=-1)  # B, N
+    return (per_patch * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+@dataclass
+class MAEOutput:
+    loss: torch.Tensor  # scalar
+    prediction: torch.Tensor  # (B, N, P) predicted patches (normalised if norm_pix_loss)
+    mask: torch.Tensor  # (B, N), 1 = masked
+
+
+class MAE3D(nn.Module):
+    """Masked autoencoder around a :class:`ViT3D`.
+
+    The encoder sees only the visible tokens; a narrow decoder (its own position embeddings, mask tokens)
+    predicts the voxels of every patch; the loss covers the masked patches.
+
+    Args:
+        encoder: the 3D ViT to pre-train.
+        mask_ratio: fraction of tokens masked (paper 0.75).
+        decoder_dim, decoder_depth, decoder_heads: the decoder transformer (MAE: 512, 8, 16).
+        norm_pix_loss: per-patch normalised targets.
+    """
+
+    def __init__(
+        self,
+        encoder: ViT3D,
+        mask_ratio: float = 0.75,
+        decoder_dim: int = 512,
+        decoder_depth: int = 8,
+        decoder_heads: int = 16,
+        norm_pix_loss: bool = True,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+        self.encoder, self.mask_ratio, self.norm_pix_loss = encoder, mask_ratio, norm_pix_loss
+        patch_voxels = (
+            encoder.in_chans * encoder.patch_size[0] * encoder.patch_size[1] * encoder.patch_size[2]
+        )
+        self.decoder_embed = nn.Linear(encoder.embed_dim, decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        self.decoder_pos_embed = nn.Parameter(torch.zeros(1, encoder.num_patches, decoder_dim))
+        self.decoder_blocks = nn.ModuleList(
+            [Block(decoder_dim, decoder_heads, 4.0, qkv_bias=True) for _ in range(decoder_depth)]
+        )
+        self.decoder_norm = nn.LayerNorm(decoder_dim)
+        self.decoder_pred = nn.Linear(decoder_dim, patch_voxels)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.normal_(self.mask_token, std=0.02)
+        nn.init.trunc_normal_(self.decoder_pos_embed, std=0.02)
+        for module in [self.decoder_embed, self.decoder_pred, *self.decoder_blocks.modules()]:
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def forward_encoder(self, volume: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Encode only the kept tokens: volume (B, C, X, Y, Z), keep (B, n) -> (B, n, D)."""
+        tokens = self.encoder.embed(volume)
+        visible = torch.gather(tokens, 1, keep[..., None].expand(-1, -1, tokens.shape[-1]))
+        return self.encoder.forward_tokens(visible)
+
+    def forward_decoder(self, latent: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """(B, n, D) visible latents -> (B, N, P) patch predictions for every position."""
+        visible = self.decoder_embed(latent)
+        b, n = keep.shape
+        full = self.mask_token.expand(b, self.encoder.num_patches, -1).clone()
+        full = full.scatter(1, keep[..., None].expand(-1, -1, visible.shape[-1]), visible)
+        tokens = full + self.decoder_pos_embed
+        for block in self.decoder_blocks:
+            tokens = block(tokens)
+        return self.decoder_pred(self.decoder_norm(tokens))
+
+    def forward(self, volume: torch.Tensor, keep: torch.Tensor | None = None, generator=None) -> MAEOutput:
+        """volume (B, C, X, Y, Z); ``keep`` (B, n) visible token indices (default: random, ``mask_ratio``)."""
+        b = volume.shape[0]
+        if keep is None:
+            keep, mask = random_masking(
+                b, self.encoder.num_patches, self.mask_ratio, volume.device, generator
+            )
+        else:
+            mask = torch.ones(b, self.encoder.num_patches, device=volume.device)
+            mask.scatter_(1, keep, 0.0)
+        prediction = self.forward_decoder(self.forward_encoder(volume, keep), keep)
+        target = patchify(volume, self.encoder.patch_size)
+        loss = masked_patch_mse(prediction, target, mask, self.norm_pix_loss)
+        return MAEOutput(loss, prediction, mask)

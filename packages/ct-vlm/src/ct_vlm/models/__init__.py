@@ -51,7 +51,7 @@ _VIT_KEYS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads")
 
 
 def model_config(name: str, **overrides: Any) -> dict[str, Any]:
-    """A copy of the named configuration with ``overrides`` applied (bad names/keys raise, listing choices)."""
+    """A copy of the named configuration with ``overrides`` applied (bad names or keys raise)."""
     unknown = sorted(set(overrides) - set(MODEL_CONFIGS["paper"]))
     if unknown:
         raise MedzooDataError(

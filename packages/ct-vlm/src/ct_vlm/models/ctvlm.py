@@ -1,4 +1,4 @@
-"""The CT vision-language model: ViT3D -> projector -> visual tokens spliced in at ``<image>`` of a causal LM."""
+"""The CT vision-language model: ViT3D -> projector -> visual tokens at the `<image>` token of a causal LM."""
 
 from __future__ import annotations
 

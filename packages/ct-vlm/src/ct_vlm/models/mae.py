@@ -110,7 +110,7 @@ class MAE3D(nn.Module):
     def forward_decoder(self, latent: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """(B, n, D) visible latents -> (B, N, P) patch predictions for every position."""
         visible = self.decoder_embed(latent)
-        b, n = keep.shape
+        b = keep.shape[0]
         full = self.mask_token.expand(b, self.encoder.num_patches, -1).clone()
         full = full.scatter(1, keep[..., None].expand(-1, -1, visible.shape[-1]), visible)
         tokens = full + self.decoder_pos_embed

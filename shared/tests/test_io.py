@@ -446,3 +446,13 @@ def test_list_images_finds_image_suffixes_only(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(MedzooDataError, match="no image files"):
         list_images(tmp_path / "empty")
+
+
+def test_image_spacing_has_named_fields_in_both_orders(tmp_path) -> None:
+    from medzoo.io import Image2D
+
+    image = Image2D(array=np.zeros((2, 3)), spacing=(0.2, 0.1), path=tmp_path / "x.dcm")
+    assert (image.row_mm, image.col_mm) == (0.2, 0.1)
+    assert image.spacing_xy == (0.1, 0.2)  # (x, y): the order of landmark coordinates
+    unknown = Image2D(array=np.zeros((2, 3)), spacing=None, path=tmp_path / "x.png")
+    assert unknown.spacing_xy is None and unknown.row_mm is None

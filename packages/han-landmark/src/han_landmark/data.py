@@ -87,8 +87,8 @@ class LandmarkDataset(Dataset):
         image = image_to_unit_float(loaded.array)
         original_hw = tuple(image.shape[-2:])
         spacing = sample.spacing
-        if spacing is None and loaded.spacing is not None:
-            spacing = (loaded.spacing[1], loaded.spacing[0])  # header gives (row, col)
+        if spacing is None:
+            spacing = loaded.spacing_xy
         # antialiased resize, then (training) one affine warp for all geometric augmentation
         image = F.interpolate(image[None], size=self.input_size, mode="bilinear", antialias=True)[0]
         to_input = resize_matrix(original_hw, self.input_size)

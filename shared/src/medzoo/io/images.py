@@ -29,14 +29,32 @@ class Image2D:
         array: (H, W) grey or (H, W, C) colour, in the file's native dtype (uint8, uint16, ...), except DICOM
             with a RescaleSlope/RescaleIntercept, which is float32 in the modality's units (e.g. HU).
             Row 0 is the top of the image; a landmark (x, y) indexes ``array[y, x]``.
-        spacing: (row, col) mm per pixel, i.e. the distance between rows and between columns; ``None``
-            means UNKNOWN (PNG/JPEG/BMP/TIFF never claim a spacing: their DPI tags are not physical).
+        spacing: (row, col) mm per pixel, i.e. the distance between rows and between columns, in the
+            array's axis order (as ``hd95`` takes it); ``None`` means UNKNOWN (PNG/JPEG/BMP/TIFF never claim
+            a spacing: their DPI tags are not physical). ``spacing_xy`` gives the (x, y) order of landmark
+            coordinates and landmark metrics; ``row_mm`` / ``col_mm`` name each one.
         path: the file it was read from.
     """
 
     array: np.ndarray
     spacing: tuple[float, float] | None
     path: Path
+
+    @property
+    def row_mm(self) -> float | None:
+        """mm between rows (along y), or None when unknown."""
+        return None if self.spacing is None else self.spacing[0]
+
+    @property
+    def col_mm(self) -> float | None:
+        """mm between columns (along x), or None when unknown."""
+        return None if self.spacing is None else self.spacing[1]
+
+    @property
+    def spacing_xy(self) -> tuple[float, float] | None:
+        """``(x, y)`` = ``(col_mm, row_mm)``: the order of landmark coordinates and of
+        ``medzoo.metrics.radial_errors(spacing=...)``, so that no caller flips ``spacing`` by hand."""
+        return None if self.spacing is None else (self.spacing[1], self.spacing[0])
 
 
 def list_images(folder: str | os.PathLike, *, recursive: bool = False) -> list[Path]:

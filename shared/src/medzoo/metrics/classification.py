@@ -197,6 +197,11 @@ def f1_scores(
     yt = to_numpy(y_true)
     yp = to_numpy(y_pred)
     check_same_shape(yt, yp, "f1_scores", ("y_true", "y_pred"))
+    if yt.size == 0:
+        raise MedzooDataError("f1_scores", "empty inputs", "at least one sample")
+    for name, arr in (("y_true", yt), ("y_pred", yp)):
+        if np.issubdtype(arr.dtype, np.floating) and np.isnan(arr).any():
+            raise MedzooDataError(f"f1_scores.{name}", f"{int(np.isnan(arr).sum())} NaN value(s)", "no NaN")
     if threshold is not None:
         yp = (yp.astype(np.float64) > threshold).astype(np.int64)
     if yt.ndim == 2:

@@ -34,6 +34,13 @@ def metric_per_group(
         ``{group: value}`` in sorted group order; keys are python scalars (numpy scalars are unwrapped).
     """
     yt, yp, g = to_numpy(y_true), to_numpy(y_pred), to_numpy(groups)
+    if g.size == 0:
+        raise MedzooDataError("metric_per_group", "no samples", "at least one sample")
+    missing = [v for v in g.tolist() if v is None or (isinstance(v, float) and np.isnan(v))]
+    if missing:
+        raise MedzooDataError(
+            "metric_per_group groups", f"{len(missing)} None/NaN group(s)", "a group per sample"
+        )
     if g.ndim != 1 or yt.shape[:1] != g.shape or yp.shape[:1] != g.shape:
         raise MedzooDataError(
             "metric_per_group",

@@ -71,10 +71,19 @@ def mean_radial_error(errors: Any) -> tuple[float, float]:
     Returns:
         ``(mean, std)`` as python floats in the unit of ``errors``. The std is the population std
         (``ddof=0``, numpy's default) over all entries, as reported in the ISBI 2015 challenge papers.
+
+    Raises:
+        MedzooDataError: no errors, or NaN errors (a missing prediction or annotation): drop them first,
+            e.g. ``errors[np.isfinite(errors)]``, or count them as failures with
+            :func:`successful_detection_rate`.
     """
     e = to_numpy(errors, dtype=np.float64).ravel()
     if e.size == 0:
         raise MedzooDataError("mean_radial_error", "no errors", "at least one radial error")
+    if np.isnan(e).any():
+        raise MedzooDataError(
+            "mean_radial_error", f"{int(np.isnan(e).sum())} NaN error(s) of {e.size}", "finite errors only"
+        )
     return float(np.mean(e)), float(np.std(e))
 
 

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 __all__ = ["dice", "hd95", "iou"]
 
 _REDUCTIONS = ("none", "mean_batch", "mean")
+# Without num_classes, labels up to this are accepted (count = max label + 1); above it, pass num_classes.
+_MAX_INFERRED_CLASSES = 64
 
 
 def _one_hot(
@@ -55,12 +57,25 @@ def _one_hot(
     ):
         raise MedzooDataError(where, "non-integer labels", "integer label maps (argmax the logits first)")
     p, t = p.long(), t.long()
+    if p.numel() == 0:
+        raise MedzooDataError(where, "empty label maps", "at least one pixel")
     top = int(max(p.max(), t.max()))
     if num_classes is None:
+        # Inferring the count from the largest label lets one stray 255 make 256 one-hot channels.
+        if top >= _MAX_INFERRED_CLASSES:
+            raise MedzooDataError(
+                where,
+                f"label {top} with num_classes unset",
+                "num_classes passed explicitly (labels < num_classes)",
+            )
         num_classes = max(top + 1, 2)
-    low = int(min(p.min(), t.min()))
-    if low < 0 or top >= num_classes:
-        raise MedzooDataError(where, f"labels in [{low}, {top}]", f"labels in [0, {num_classes})")
+    outside = torch.unique(torch.cat([p[(p < 0) | (p >= num_classes)], t[(t < 0) | (t >= num_classes)]]))
+    if outside.numel():
+        raise MedzooDataError(
+            where,
+            f"labels {outside[:8].tolist()} outside [0, {num_classes})",
+            f"labels in [0, {num_classes})",
+        )
     # (N, *spatial, C) -> (N, C, *spatial)
     p = torch.nn.functional.one_hot(p, num_classes).movedim(-1, 1).float()
     t = torch.nn.functional.one_hot(t, num_classes).movedim(-1, 1).float()
@@ -205,7 +220,12 @@ def hd95(
     _check_reduction(reduction, "hd95")
     p, t = _drop_background(*_one_hot(pred, target, num_classes, "hd95"), include_background)
     if spacing is not None:
-        spacing = np.asarray(spacing, dtype=np.float64).tolist()
+        values = np.asarray(spacing, dtype=np.float64)
+        if not np.all(np.isfinite(values)) or np.any(values <= 0):
+            raise MedzooDataError(
+                "hd95 spacing", f"values {values.ravel()[:6].tolist()}", "finite positive mm"
+            )
+        spacing = values.tolist()
     with warnings.catch_warnings():
         # Empty masks are handled below; MONAI's own deprecation notice about an internal call is noise.
         warnings.filterwarnings("ignore", message=".*is all 0.*")

@@ -403,9 +403,10 @@ def load_medzoo_labels(root: Path, seed: int, classes: Sequence[str] | None = No
 
 
 def load_chestxray14(root: Path, seed: int, classes: Sequence[str] | None = None) -> LabelledSet:
-    """NIH ChestX-ray14: Data_Entry_2017*.csv, train_val_list.txt / test_list.txt, images in images/ or the
-    release's images_*/images/; validation = a seeded 10% of train_val (by image)."""
-    tables = sorted(root.glob("Data_Entry_2017*.csv"))
+    """NIH ChestX-ray14: Data_Entry_2017*.csv[.gz] (also in metadata/), train_val_list.txt / test_list.txt,
+    images in images/ or the release's images_*/images/; validation = a seeded 10% of train_val (by image)."""
+    patterns = ("Data_Entry_2017*.csv", "Data_Entry_2017*.csv.gz", "metadata/Data_Entry_2017*.csv*")
+    tables = [p for pattern in patterns for p in sorted(root.glob(pattern))]
     table_path = _require_file(tables[0] if tables else root / "Data_Entry_2017.csv", "the NIH label table")
     table = pd.read_csv(table_path)
     _require_columns(table, ["Image Index", "Finding Labels"], table_path)

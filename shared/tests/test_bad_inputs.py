@@ -26,13 +26,22 @@ RUNNER = textwrap.dedent(
     resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
     from medzoo.errors import MedzooDataError
     import medzoo.io as io
+    import nibabel, PIL.Image, pandas, pydicom  # imported up front: the read's own memory is measured
+    def status_mib(field):
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith(field + ":")) / 1024
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak RSS (VmHWM) to the current RSS: only the read itself is measured
+    before = status_mib("VmRSS")
     try:
         result = getattr(io, sys.argv[1])(*json.loads(sys.argv[2]))
-        print(json.dumps({{"outcome": "returned", "repr": repr(result)[:200]}}))
+        out = {{"outcome": "returned", "repr": repr(result)[:200]}}
     except MedzooDataError as error:
-        print(json.dumps({{"outcome": "MedzooDataError", "message": str(error)}}))
+        out = {{"outcome": "MedzooDataError", "message": str(error)}}
     except BaseException as error:
-        print(json.dumps({{"outcome": type(error).__name__, "message": str(error)[:300]}}))
+        out = {{"outcome": type(error).__name__, "message": str(error)[:300]}}
+    out["peak_growth_mib"] = status_mib("VmHWM") - before
+    print(json.dumps(out))
     """
 ).format(limit=MEMORY_LIMIT)
 
@@ -116,6 +125,7 @@ def test_header_claiming_absurd_dimensions_is_refused_before_allocation(tmp_path
     outcome = read_in_subprocess("read_image", path)
     assert_refused(outcome, path)
     assert "MEDZOO_MAX_ELEMENTS" in outcome["message"] or "decompression bomb" in outcome["message"]
+    assert outcome["peak_growth_mib"] < 64, outcome
 
 
 # ---- volumes --------------------------------------------------------------------------------------------
@@ -154,7 +164,9 @@ def test_gz_header_claiming_more_data_than_present_is_refused_cheaply(tmp_path: 
     with gzip.open(path, "wb") as handle:
         handle.write(header.binaryblock + b"\x00" * 4 + b"\x00" * 1000)
     assert path.stat().st_size < 4096
-    assert_refused(read_in_subprocess("read_volume", path), path, "bytes")
+    outcome = read_in_subprocess("read_volume", path)
+    assert_refused(outcome, path, "bytes")
+    assert outcome["peak_growth_mib"] < 64, outcome  # was 1 GB of RSS for this 2 KB file
 
 
 # ---- landmark files -------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from medzoo.errors import MedzooWeightsError
+from medzoo.io._checks import is_regular_file
 from medzoo.io.atomic import atomic_path
 
 __all__ = ["load_hf_model", "load_hf_tokenizer", "load_weights", "read_weights_metadata", "save_weights"]
@@ -107,8 +108,10 @@ def load_weights(path: str | os.PathLike, *, key: str | None = None) -> dict[str
             other than tensors and plain containers, or no state dict inside.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise MedzooWeightsError(f"{path}: no such weights file")
+    if not is_regular_file(path):
+        raise MedzooWeightsError(f"{path}: found a folder, FIFO or device; expected a weights file")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         from safetensors.torch import load_file

@@ -134,3 +134,28 @@ def test_help_lists_the_extra_verb():
         timeout=300,
     )
     assert result.returncode == 0 and "train-segmentor" in result.stdout and "segmentor_demo" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("config", "module"),
+    [("paper", "APPLEModule"), ("tusc", "APPLEModule"), ("segmentor_paper", "SegmentorModule")],
+)
+def test_packaged_configs_build(config, module):
+    from apple_fairness.data import FairSegDataModule
+    from apple_fairness.module import APPLEModule, SegmentorModule
+    from medzoo.lightning import cli
+
+    classes = {"APPLEModule": APPLEModule, "SegmentorModule": SegmentorModule}
+    args = ["--config", config, "--trainer.logger", "false"]
+    if module == "APPLEModule":
+        args += ["--model.segmentor_ckpt", "null"]
+    built = cli(classes[module], FairSegDataModule, package="apple_fairness", args=args, run=False)
+    assert built.datamodule.layout in ("fairseg", "tusc") and built.datamodule.image_size == (224, 224)
+    if config == "paper":
+        assert built.model.num_groups == 3 and built.model.num_classes == 3
+        assert (built.model.beta, built.model.gamma, built.model.seg_weight, built.model.disc_lr_ratio) == (
+            0.4,
+            0.1,
+            0.7,
+            0.2,
+        )

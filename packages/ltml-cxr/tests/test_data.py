@@ -89,7 +89,7 @@ def _write_mimic(root, rows):
         Image.fromarray(np.full((20, 24), 10 * i, dtype=np.uint8)).save(path)
         records.append({"dicom_id": dicom, "subject_id": subject, "study_id": study, **values})
     frame = pd.DataFrame(records).reindex(columns=["dicom_id", "subject_id", "study_id", *LTML_CLASSES])
-    frame.to_csv(root / "LTML-MIMIC-CXR.csv", index=False)
+    frame.to_csv(root / "LTML_MIMIC_CXR_label_.csv", index=False)
     return frame
 
 
@@ -114,15 +114,15 @@ def test_ltml_mimic_layout_maps_uncertain_to_negative(tmp_path):
 
 
 def test_ltml_mimic_bad_inputs(tmp_path):
-    with pytest.raises(MedzooDataError, match=r"LTML-MIMIC-CXR\.csv: found no such file"):
+    with pytest.raises(MedzooDataError, match=r"LTML_MIMIC_CXR_label_\.csv: found no such file"):
         load_ltml_mimic(tmp_path)
     frame = _write_mimic(tmp_path, [(10000032, 50414267, {"Atelectasis": 2})])
     with pytest.raises(MedzooDataError, match=r"label values \[2.0\]"):
         load_ltml_mimic(tmp_path)
-    frame.drop(columns=["Hemothorax"]).fillna(0).to_csv(tmp_path / "LTML-MIMIC-CXR.csv", index=False)
+    frame.drop(columns=["Hemothorax"]).fillna(0).to_csv(tmp_path / "LTML_MIMIC_CXR_label_.csv", index=False)
     with pytest.raises(MedzooDataError, match="Hemothorax"):
         load_ltml_mimic(tmp_path)
-    frame.fillna(0).assign(Atelectasis=1).to_csv(tmp_path / "LTML-MIMIC-CXR.csv", index=False)
+    frame.fillna(0).assign(Atelectasis=1).to_csv(tmp_path / "LTML_MIMIC_CXR_label_.csv", index=False)
     (tmp_path / "files").rename(tmp_path / "elsewhere")
     with pytest.raises(MedzooDataError, match="1 of 1 listed images missing"):
         load_ltml_mimic(tmp_path)

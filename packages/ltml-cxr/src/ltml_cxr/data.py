@@ -215,18 +215,19 @@ def mimic_jpg_path(root: Path, subject_id: Any, study_id: Any, dicom_id: str) ->
 
 def load_ltml_mimic(
     root: str | Path,
-    labels_csv: str = "LTML-MIMIC-CXR.csv",
+    labels_csv: str = "LTML_MIMIC_CXR_label_.csv",
     class_names: Sequence[str] | None = None,
     check_images: bool = True,
+    path_column: str = "path",
 ) -> LabelTable:
     """The LTML-MIMIC-CXR label table over MIMIC-CXR-JPG.
 
-    Layout: ``root/<labels_csv>`` (``.csv`` or ``.csv.gz``), one row per image, with ``dicom_id``,
-    ``subject_id``, ``study_id`` and one column per class (1 = positive; 0, -1 "uncertain" and blank = 0);
-    the images are MIMIC-CXR-JPG's ``root/files/pXX/pSUBJECT/sSTUDY/DICOM.jpg``, or a ``path`` column relative
-    to ``root``. The split comes from a ``split`` column (train / validate|val / test), else from the
-    reference's lists ``root/test.txt`` and ``root/val.txt`` (dicom ids); else it is left to
-    :func:`iterative_split`.
+    Layout: ``root/<labels_csv>`` (the reference's ``LTML_MIMIC_CXR_label_.csv``), one row per image, with
+    one column per class (1 = positive; 0, -1 "uncertain" and blank = 0) and either ``path_column`` (the
+    image path relative to ``root``) or ``dicom_id``, ``subject_id``, ``study_id`` locating MIMIC-CXR-JPG's
+    ``root/files/pXX/pSUBJECT/sSTUDY/DICOM.jpg``. The split comes from a ``split`` column (train /
+    validate|val / test), else from the reference's lists ``root/test.txt`` and ``root/val.txt`` (dicom
+    ids); else it is left to :func:`iterative_split`.
     """
     root = Path(root)
     csv_path = root / labels_csv
@@ -235,8 +236,8 @@ def load_ltml_mimic(
     table = pd.read_csv(csv_path)
     names = list(class_names or LTML_CLASSES)
     _require_columns(table, names, csv_path)
-    if "path" in table:
-        paths = [root / str(p) for p in table["path"]]
+    if path_column in table:
+        paths = [root / str(p) for p in table[path_column]]
     else:
         _require_columns(table, ["dicom_id", "subject_id", "study_id"], csv_path)
         paths = [
@@ -439,7 +440,7 @@ class LTMLDataModule(MedzooDataModule):
             ChestX-ray14 layout) under ``$MEDZOO_CACHE/ltml-cxr/demo``; a missing or empty folder with
             ``synthetic`` set is generated there.
         layout: ``"ltml_mimic"`` or ``"nih"`` (``LAYOUTS``).
-        labels_csv: the label CSV of the ``ltml_mimic`` layout.
+        labels_csv, path_column: the label CSV of the ``ltml_mimic`` layout and its image-path column.
         class_names: the classes (default: the layout's, 39 or 14).
         split_level: ``"image"`` (the reference) or ``"patient"``.
         test_fraction, val_fraction: fractions of the stratified split (0.2, 0.1).
@@ -456,7 +457,8 @@ class LTMLDataModule(MedzooDataModule):
         self,
         root: str | None = None,
         layout: str = "ltml_mimic",
-        labels_csv: str = "LTML-MIMIC-CXR.csv",
+        labels_csv: str = "LTML_MIMIC_CXR_label_.csv",
+        path_column: str = "path",
         class_names: list[str] | None = None,
         split_level: str = "image",
         test_fraction: float = 0.2,
@@ -478,6 +480,7 @@ class LTMLDataModule(MedzooDataModule):
             raise MedzooDataError("data.split_level", repr(split_level), "'image' or 'patient'")
         self.layout = layout
         self.labels_csv = labels_csv
+        self.path_column = path_column
         self.class_names_arg = list(class_names) if class_names else None
         self.split_level = split_level
         self.test_fraction = float(test_fraction)
@@ -524,7 +527,7 @@ class LTMLDataModule(MedzooDataModule):
             root = self.dataset_root()
             options: dict[str, Any] = {"class_names": self.class_names_arg, "check_images": self.check_images}
             if self.layout == "ltml_mimic":
-                options["labels_csv"] = self.labels_csv
+                options.update(labels_csv=self.labels_csv, path_column=self.path_column)
             self.table = LAYOUTS[self.layout](root, **options)
             if len(self.table) == 0:
                 raise MedzooDataError(root, "an empty label table", "at least one labelled image")

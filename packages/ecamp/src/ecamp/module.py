@@ -156,10 +156,23 @@ class ECAMPModule(_GroupedOptimizerMixin, MedzooModule):
         if getattr(datamodule, "max_length", max_length) > max_length:
             raise MedzooDataError("--data.max_length", str(datamodule.max_length), f"<= {max_length}")
 
+    def evaluation_noise(self, index: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """(B, L) patch-ranking noise that depends only on each sample's index."""
+        rows = [
+            torch.rand(self.model.encoder.num_patches, generator=torch.Generator().manual_seed(int(i)))
+            for i in index.tolist()
+        ]
+        return torch.stack(rows).to(device)
+
     def losses(self, batch: dict[str, torch.Tensor], training: bool) -> dict[str, torch.Tensor]:
         """The three losses, their weighted sum and the MLM accuracy on masked tokens."""
         use_sr = self.weights[1] != 0  # sr_weight 0 switches the SR branch off (not computed)
-        out = self.model(batch["image"], batch["input_ids"], batch["attention_mask"], super_resolve=use_sr)
+        # Evaluation masks patches with noise fixed per sample index: the validation loss is reproducible
+        # (and equal under DDP and in one process).
+        noise = None if training else self.evaluation_noise(batch["index"], batch["image"].device)
+        out = self.model(
+            batch["image"], batch["input_ids"], batch["attention_mask"], noise=noise, super_resolve=use_sr
+        )
         mim = masked_image_loss(out.reconstruction, out.image, out.patch_mask, self.mim_normalize)
         sr = torch.zeros((), device=mim.device)
         if use_sr:

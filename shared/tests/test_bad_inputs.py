@@ -26,7 +26,7 @@ RUNNER = textwrap.dedent(
     resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
     from medzoo.errors import MedzooDataError
     import medzoo.io as io
-    import nibabel, PIL.Image, pandas, pydicom  # imported up front: the read's own memory is measured
+    import nibabel, PIL.Image, pandas, pydicom, SimpleITK  # imported up front: only the read is measured
     def status_mib(field):
         with open("/proc/self/status") as f:
             return next(int(l.split()[1]) for l in f if l.startswith(field + ":")) / 1024
@@ -237,3 +237,20 @@ def test_good_coco_file_still_reads_exactly(tmp_path: Path) -> None:
 
     records = read_coco_keypoints(_coco(tmp_path / "keypoints.json"))
     np.testing.assert_array_equal(records[1].coords, [[5, 6], [7, 8]])
+
+
+def test_mha_header_claiming_absurd_size_or_zero_spacing_is_refused(tmp_path: Path) -> None:
+    huge = tmp_path / "huge.mha"
+    huge.write_text(
+        "ObjectType = Image\nNDims = 3\nDimSize = 4096 4096 4096\nElementSpacing = 1 1 1\n"
+        "ElementType = MET_FLOAT\nElementDataFile = LOCAL\n"
+    )
+    outcome = read_in_subprocess("read_volume", huge)
+    assert_refused(outcome, huge, "MEDZOO_MAX_ELEMENTS")
+    assert outcome["peak_growth_mib"] < 64, outcome
+    flat = tmp_path / "flat.mha"
+    flat.write_bytes(
+        b"ObjectType = Image\nNDims = 2\nDimSize = 2 2\nElementSpacing = 0 1\n"
+        b"ElementType = MET_UCHAR\nElementDataFile = LOCAL\n" + bytes(4)
+    )
+    assert_refused(read_in_subprocess("read_image", flat), flat, "spacing")

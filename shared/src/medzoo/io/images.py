@@ -256,10 +256,26 @@ def _read_dicom_image(path: Path) -> Image2D:
     return Image2D(array=array, spacing=_dicom_spacing(ds), path=path)
 
 
+def check_itk_header(path: Path, min_dimension: int) -> None:
+    """Read only an MHA/NRRD header: refuse absurd sizes before the pixels are allocated, and a zero or
+    negative spacing (unknown, never invented)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()  # raises RuntimeError for a corrupt header
+    size = reader.GetSize()
+    check_element_count(path, (*size, reader.GetNumberOfComponents()), "an image")
+    spacing = reader.GetSpacing()[: max(min_dimension, len(size))]
+    if not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise MedzooDataError(path, f"spacing {tuple(spacing)} in the header", "positive spacing")
+
+
 def _read_itk_image(path: Path) -> Image2D:
     import SimpleITK as sitk
 
     try:
+        check_itk_header(path, 2)
         image = sitk.ReadImage(str(path))
     except RuntimeError as err:
         raise MedzooDataError(

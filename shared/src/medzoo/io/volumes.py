@@ -18,7 +18,7 @@ import numpy as np
 from medzoo.errors import MedzooDataError
 from medzoo.io._checks import check_element_count, require_regular_file
 from medzoo.io.atomic import atomic_path
-from medzoo.io.images import IMAGE_SUFFIXES, dicom_pixels, is_dicom_file
+from medzoo.io.images import IMAGE_SUFFIXES, check_itk_header, dicom_pixels, is_dicom_file
 
 __all__ = ["LPS_TO_RAS", "Volume", "read_volume", "reorient_to_ras", "write_volume"]
 
@@ -206,6 +206,7 @@ def _read_itk_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
     import SimpleITK as sitk
 
     try:
+        check_itk_header(path, 3)
         image = sitk.ReadImage(str(path))
     except RuntimeError as err:
         found = f"a corrupt or unreadable {path.suffix} file"

@@ -141,7 +141,7 @@ def test_help_lists_the_extra_verb():
     [("paper", "APPLEModule"), ("tusc", "APPLEModule"), ("segmentor_paper", "SegmentorModule")],
 )
 def test_packaged_configs_build(config, module):
-    from apple_fairness.data import FairSegDataModule
+    from apple_fairness.data import SegmentationFairnessDataModule
     from apple_fairness.module import APPLEModule, SegmentorModule
     from medzoo.lightning import cli
 
@@ -149,7 +149,9 @@ def test_packaged_configs_build(config, module):
     args = ["--config", config, "--trainer.logger", "false"]
     if module == "APPLEModule":
         args += ["--model.segmentor_ckpt", "null"]
-    built = cli(classes[module], FairSegDataModule, package="apple_fairness", args=args, run=False)
+    built = cli(
+        classes[module], SegmentationFairnessDataModule, package="apple_fairness", args=args, run=False
+    )
     assert built.datamodule.layout in ("fairseg", "tusc") and built.datamodule.image_size == (224, 224)
     if config == "paper":
         assert built.model.num_groups == 3 and built.model.num_classes == 3
@@ -159,3 +161,18 @@ def test_packaged_configs_build(config, module):
             0.7,
             0.2,
         )
+
+
+def test_mask_writer_keeps_inputs_with_the_same_name(tmp_path):
+    import numpy as np
+
+    from apple_fairness.writers import MaskWriter
+
+    writer = MaskWriter(mask_format="png")
+    masks = [np.zeros((5, 4), np.uint8), np.ones((5, 4), np.uint8)]
+    prediction = {"path": ["a/x.png", "b/x.png"], "masks": masks, "num_classes": [2, 2]}
+    rows = writer.write_batch(prediction, {"index": torch.tensor([0, 1])}, tmp_path)
+    assert [r["mask"] for r in rows] == ["x_mask.png", "x_1_mask.png"]
+    assert read_image(tmp_path / "x_1_mask.png").array.max() == 1 and rows[1]["fraction_class_1"] == 1.0
+    with pytest.raises(MedzooDataError, match="mask_format"):
+        MaskWriter(mask_format="jpeg")

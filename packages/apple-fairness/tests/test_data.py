@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from apple_fairness.data import FairSegDataModule
+from apple_fairness.data import SegmentationFairnessDataModule
 from apple_fairness.synthetic import make_fairness_demo
 from medzoo.errors import MedzooDataError
 from medzoo.io import read_image, write_png
@@ -36,7 +36,7 @@ def test_demo_is_deterministic_and_unfair_by_construction(tmp_path):
 
 
 def test_generic_layout_splits_and_samples(demo_root):
-    dm = FairSegDataModule(
+    dm = SegmentationFairnessDataModule(
         demo_root, attribute="group", image_size=(16, 16), val_fraction=0.25, test_fraction=0.25
     )
     dm.setup("fit")
@@ -59,7 +59,7 @@ def test_split_column_and_fixed_group_order(demo_root, tmp_path):
     table["image"] = [str(demo_root / "images" / n) for n in table["image"]]
     table["mask"] = [str(demo_root / "masks" / n) for n in table["mask"]]
     table.to_csv(tmp_path / "metadata.csv", index=False)
-    dm = FairSegDataModule(tmp_path, attribute="group", groups=["B", "A"], image_size=(16, 16))
+    dm = SegmentationFairnessDataModule(tmp_path, attribute="group", groups=["B", "A"], image_size=(16, 16))
     dm.setup("fit")
     assert {k: len(v) for k, v in dm.datasets.items()} == {"train": 12, "val": 6, "test": 6}
     first = dm.datasets["train"].records[0]
@@ -76,7 +76,7 @@ def _layout(tmp_path, rows):
     (tmp_path / "images").mkdir(exist_ok=True)
     (tmp_path / "masks").mkdir(exist_ok=True)
     pd.DataFrame(rows).to_csv(tmp_path / "metadata.csv", index=False)
-    return FairSegDataModule(tmp_path, image_size=(8, 8), val_fraction=0.0, test_fraction=0.0)
+    return SegmentationFairnessDataModule(tmp_path, image_size=(8, 8), val_fraction=0.0, test_fraction=0.0)
 
 
 def test_missing_attribute_column_and_value(tmp_path):
@@ -110,12 +110,12 @@ def test_mask_of_another_size_is_an_error(tmp_path):
 
 def test_missing_root_and_bad_layout(tmp_path):
     with pytest.raises(MedzooDataError, match="one of"):
-        FairSegDataModule(tmp_path, layout="nifti")
+        SegmentationFairnessDataModule(tmp_path, layout="nifti")
     with pytest.raises(MedzooDataError, match="absent: found no such folder"):
-        FairSegDataModule(tmp_path / "absent", layout="tusc").setup("fit")
+        SegmentationFairnessDataModule(tmp_path / "absent", layout="tusc").setup("fit")
     (tmp_path / "empty").mkdir()
     with pytest.raises(MedzooDataError, match=r"metadata\.csv: found no such file"):
-        FairSegDataModule(tmp_path / "empty", layout="tusc").setup("fit")
+        SegmentationFairnessDataModule(tmp_path / "empty", layout="tusc").setup("fit")
 
 
 def _fairseg(root, n=6):
@@ -140,7 +140,7 @@ def _fairseg(root, n=6):
 
 def test_fairseg_layout(tmp_path):
     _fairseg(tmp_path)
-    dm = FairSegDataModule(
+    dm = SegmentationFairnessDataModule(
         tmp_path, layout="fairseg", attribute="race", num_classes=3, image_size=(12, 12), val_fraction=0.5
     )
     dm.setup("fit")
@@ -149,12 +149,14 @@ def test_fairseg_layout(tmp_path):
     sample = dm.datasets["test"][0]
     counts = torch.bincount(sample["mask"].flatten(), minlength=3).tolist()
     assert counts == [144 - 36, 32, 4]  # background, rim (-1 -> 1), cup (-2 -> 2)
-    ages = FairSegDataModule(tmp_path, layout="fairseg", attribute="age", num_classes=3, image_size=(12, 12))
+    ages = SegmentationFairnessDataModule(
+        tmp_path, layout="fairseg", attribute="age", num_classes=3, image_size=(12, 12)
+    )
     ages.setup("fit")
     assert ages.group_names == ["<60", ">=60"]
     (tmp_path / "lists/test.txt").write_text("data_99999.npz\n")
     with pytest.raises(MedzooDataError, match=r"data_99999\.npz: found no such file"):
-        FairSegDataModule(tmp_path, layout="fairseg", attribute="race").setup("fit")
+        SegmentationFairnessDataModule(tmp_path, layout="fairseg", attribute="race").setup("fit")
 
 
 def test_numeric_attribute_bins(tmp_path):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from apple_fairness.data import FairSegDataModule
+from apple_fairness.data import SegmentationFairnessDataModule
 from apple_fairness.module import APPLEModule, SegmentorModule
 from medzoo.lightning import Stage, cli
 
@@ -15,12 +15,14 @@ def main(args: Sequence[str] | None = None) -> Any:
     """Entry point of the ``apple-fairness`` console script (tests pass ``args``)."""
     return cli(
         APPLEModule,
-        FairSegDataModule,
+        SegmentationFairnessDataModule,
         package="apple_fairness",
         args=args,
         commands={
             "train-segmentor": Stage(
-                SegmentorModule, FairSegDataModule, "train the baseline segmentor that APPLE then freezes"
+                SegmentorModule,
+                SegmentationFairnessDataModule,
+                "train the baseline segmentor that APPLE then freezes",
             )
         },
     )

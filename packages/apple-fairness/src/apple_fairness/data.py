@@ -39,8 +39,8 @@ from medzoo.lightning import MedzooDataModule, seeded_split
 
 __all__ = [
     "LAYOUTS",
-    "FairSegDataModule",
     "PredictImageDataset",
+    "SegmentationFairnessDataModule",
     "SegmentationRecord",
     "SensitiveSegmentationDataset",
     "load_fairseg_records",
@@ -293,7 +293,7 @@ class PredictImageDataset(Dataset):
         }
 
 
-class FairSegDataModule(MedzooDataModule):
+class SegmentationFairnessDataModule(MedzooDataModule):
     """Segmentation data with a sensitive attribute for both stages (``train-segmentor`` and APPLE).
 
     Args:

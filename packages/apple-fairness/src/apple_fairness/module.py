@@ -266,15 +266,9 @@ class APPLEModule(_FairnessReportMixin, MedzooModule):
         if segmentor_ckpt is not None:
             self.load_segmentor(segmentor_ckpt)
         segmentor = self.model.segmentor
-        self.num_groups = self.model.discriminator.head[-1].out_features
+        self.num_groups = self.model.discriminator.num_groups
         self.num_classes = segmentor.num_classes
-        first = self.model.discriminator.features[0]
-        self.probe = AttributeDiscriminator(
-            segmentor.latent_channels[-1],
-            self.num_groups,
-            first.out_channels,
-            len(self.model.discriminator.features) // 3,
-        )
+        self.probe = self._new_discriminator()
         self.beta, self.gamma, self.seg_weight = float(beta), float(gamma), float(seg_weight)
         self.disc_lr_ratio = float(disc_lr_ratio)
         self.mask_format, self.report_dir = mask_format, report_dir
@@ -290,6 +284,13 @@ class APPLEModule(_FairnessReportMixin, MedzooModule):
             "probe_pred",
             "retrained_z_pred",
             "retrained_zp_pred",
+        )
+
+    def _new_discriminator(self) -> AttributeDiscriminator:
+        """A fresh discriminator shaped like ``D_p`` (for the probes on ``z``)."""
+        d = self.model.discriminator
+        return AttributeDiscriminator(
+            self.model.segmentor.latent_channels[-1], d.num_groups, d.hidden, d.depth, d.norm
         )
 
     def load_segmentor(self, path: str | Path) -> None:
@@ -442,18 +443,13 @@ class APPLEModule(_FairnessReportMixin, MedzooModule):
             latents["zp"].append(zp[-1])
             groups.append(batch["group"].to(self.device))
         target = torch.cat(groups)
-        template = self.model.discriminator
         probes = {}
         for name, chunks in latents.items():
             inputs = torch.cat(chunks)
             generator = torch.Generator().manual_seed(0)
-            torch.manual_seed(0)
-            probe = AttributeDiscriminator(
-                inputs.shape[1],
-                self.num_groups,
-                template.features[0].out_channels,
-                len(template.features) // 3,
-            ).to(self.device)
+            with torch.random.fork_rng(devices=[]):  # the same initial weights for both, global RNG untouched
+                torch.manual_seed(0)
+                probe = self._new_discriminator().to(self.device)
             optimizer = torch.optim.Adam(probe.parameters(), lr=self.probe_lr)
             for _ in range(self.probe_epochs):
                 order = torch.randperm(len(target), generator=generator).to(self.device)

@@ -7,7 +7,7 @@ weaker nodule contrast. A segmentor trained on the mix is therefore less accurat
 and its latent carries the group (intensity and texture are easy to read from it), which is what APPLE
 removes.
 
-Written in the generic layout that :class:`apple_fairness.data.FairSegDataModule` reads
+Written in the generic layout that :class:`apple_fairness.data.SegmentationFairnessDataModule` reads
 (``images/*.png``, ``masks/*.png`` with 0/1 labels, ``metadata.csv`` with ``image, mask, group``).
 """
 

@@ -19,8 +19,9 @@ _FORMATS = ("png", "nifti", "both")
 class MaskWriter(PredictionWriter):
     """Writes, for every input ``<stem>``, into ``<default_root_dir>/predictions/``:
 
-    - ``<stem>_mask.png``: (H, W) uint8 label map at the input's ORIGINAL size, values = class indices
-      (0 background, 1..C-1 the classes; e.g. FairSeg 1 rim, 2 cup);
+    - ``<stem>_mask.png`` (``<stem>_<index>_mask.png`` for a repeated file name): (H, W) uint8 label map
+      at the input's ORIGINAL size, values = class indices (0 background, 1..C-1 the classes; e.g.
+      FairSeg 1 rim, 2 cup);
     - ``<stem>_mask.nii.gz`` (``mask_format`` nifti/both): the same labels as a NIfTI of shape
       (W, H, 1) = (column, row, 1) with an identity affine (1 mm pixels: 2D images carry no spacing);
 
@@ -37,13 +38,27 @@ class MaskWriter(PredictionWriter):
         if mask_format not in _FORMATS:
             raise MedzooDataError("mask_format", repr(mask_format), f"one of {_FORMATS}")
         self.mask_format = mask_format
+        self._stems: set[str] = set()
+
+    def on_predict_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        super().on_predict_epoch_start(trainer, pl_module)
+        self._stems = set()
+
+    def _unique_stem(self, path: str, index: int) -> str:
+        # Inputs found recursively may share a name (a/x.png, b/x.png): keep both, the second as x_<index>.
+        stem = Path(path).stem
+        if stem in self._stems:
+            stem = f"{stem}_{index}"
+        self._stems.add(stem)
+        return stem
 
     def write_batch(self, prediction: dict[str, Any], batch: Any, output_dir: Path) -> list[dict[str, Any]]:
         rows = []
-        for path, mask, num_classes in zip(
-            prediction["path"], prediction["masks"], prediction["num_classes"], strict=True
+        indices = [int(i) for i in batch["index"]]
+        for path, mask, num_classes, index in zip(
+            prediction["path"], prediction["masks"], prediction["num_classes"], indices, strict=True
         ):
-            stem = Path(path).name.split(".")[0]
+            stem = self._unique_stem(path, index)
             labels = np.asarray(mask, dtype=np.uint8)
             written = []
             if self.mask_format in ("png", "both"):

@@ -89,6 +89,7 @@ class AttributeDiscriminator(nn.Module):
         super().__init__()
         if num_groups < 2:
             raise ValueError(f"AttributeDiscriminator: num_groups={num_groups}; expected >= 2")
+        self.num_groups, self.hidden, self.depth, self.norm = int(num_groups), int(hidden), int(depth), norm
         layers: list[nn.Module] = []
         cin = channels
         for _ in range(depth):

@@ -1,67 +1,38 @@
-"""Shared fixtures: a tiny BERT whose vocabulary the test writes itself, and a tiny CARZero."""
+"""Shared fixtures: medzoo.testing's tiny BERT (whose vocabulary splits "pneumothorax" into
+"pneu ##mo ##thorax") with a working tokenizer, and a tiny CARZero on it.
+
+`shared_data` and the one-thread limit come from the core pytest plugin `medzoo.testing`.
+"""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 import torch
 
-# Word pieces are chosen so that "pneumothorax" splits into "pneu ##mo ##thorax".
-TINY_VOCAB = [
-    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
-    "there", "is", "no", "a", "small", "large", "left", "right", "pleural", "effusion", "pneu", "##mo",
-    "##thorax", "cardio", "##megaly", "atelectasis", "nodule", "mass", "edema", "pneumonia", "normal",
-    "heart", "size", "lungs", "are", "clear", "of", "the", "and", "with", "finding", "mild", "lung",
-    "opacity", "consolidation", "fracture", "emphysema", "fibrosis", "hernia", "infiltration",
-    "thickening", "enlarged", "cardiomediastinal", "silhouette", "acute", "process", "seen", ".", ",",
-]  # fmt: skip
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
-SHARED_DATA = REPO_ROOT / ".." / "shared" / "data"
-
-# The models here are tiny: one thread avoids oversubscription on shared CI cores (10x faster here).
-torch.set_num_threads(1)
-
-
-def write_tiny_bert(folder: Path, hidden: int = 32, layers: int = 4) -> Path:
-    """Save a randomly initialised BERT (hidden 32) and its WordPiece tokenizer to `folder`."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(TINY_VOCAB) + "\n")
-    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(TINY_VOCAB)}, do_lower_case=True)
-    tokenizer.save_pretrained(folder)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(TINY_VOCAB),
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(folder)
-    return folder
+from medzoo.testing import TINY_VOCAB, write_tiny_bert
 
 
 @pytest.fixture(scope="session")
-def tiny_bert_dir(tmp_path_factory) -> Path:
-    return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+def tiny_bert_dir(tmp_path_factory):
+    """The core's tiny BERT, its tokenizer rebuilt from the vocabulary itself.
+
+    With transformers 5, the core's tokenizer (built from `vocab_file`) maps every word to [UNK]; the
+    word-piece tests need the real splits, so the tokenizer is rebuilt from the vocabulary dict.
+    """
+    from transformers import BertTokenizerFast
+
+    folder = write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+    vocab = {token: i for i, token in enumerate(TINY_VOCAB)}
+    BertTokenizerFast(vocab=vocab, do_lower_case=True).save_pretrained(folder)
+    return folder
 
 
 @pytest.fixture()
 def tiny_parts(tiny_bert_dir):
-    """(CARZero model with a tiny ViT and tiny BERT, TextTokenizer)."""
-    from transformers import AutoTokenizer, BertModel
-
-    from carzero.models import CARZero, TextEncoder, image_encoder
-    from carzero.text import TextTokenizer
+    """(CARZero model `tiny` with the tiny BERT, its TextTokenizer)."""
+    from carzero import create_model
+    from carzero.factory import load_tokenizer
 
     torch.manual_seed(0)
-    text = TextEncoder(BertModel.from_pretrained(tiny_bert_dir), last_n_layers=4, max_words=24)
-    model = CARZero(
-        image_encoder("tiny"), text, fusion_depth=2, fusion_heads=2, fusion_ffn_dim=64, dropout=0.0
-    )
-    tokenizer = TextTokenizer(AutoTokenizer.from_pretrained(tiny_bert_dir), max_length=24)
-    return model, tokenizer
+    model = create_model("tiny", text_model=str(tiny_bert_dir))
+    return model, load_tokenizer("tiny", text_model=str(tiny_bert_dir))

@@ -135,8 +135,8 @@ def test_several_prompts_per_class_are_averaged(tiny_bert_dir, tmp_path):
 
     override = tmp_path / "prompts.yaml"
     override.write_text("classes:\n  Effusion: [there is effusion, there is pleural effusion]\n")
-    module = CARZeroModule(text_model=str(tiny_bert_dir), vit="tiny", max_words=24, fusion_heads=2,
-                           fusion_ffn_dim=64, prompts=str(override)).eval()  # fmt: skip
+    overrides = {"text_model": str(tiny_bert_dir)}
+    module = CARZeroModule(variant="tiny", overrides=overrides, prompts=str(override)).eval()
     images = torch.randn(2, 3, 32, 32)
     scores = module.zero_shot(images, ["Effusion", "Mass"])
     module.prompts_path = None

@@ -1,4 +1,5 @@
-"""CLI round trips: fit on generated data, then zeroshot, evaluate and test from the checkpoint."""
+"""CLI round trips: fit on generated data, then predict, zeroshot, evaluate, validate and test from the
+checkpoint (`--ckpt_path last`), and the zero-shot validation AUROC checked against scikit-learn."""
 
 from __future__ import annotations
 
@@ -14,26 +15,23 @@ import torch
 from carzero.cli import main
 from medzoo.errors import MedzooDataError
 
-# Real data: <repo>/../shared/data (skipped with a reason when absent).
-NIH = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "cxr-nih"
 FINDINGS = ["Atelectasis", "Cardiomegaly", "Effusion", "Pneumothorax"]
 
 
-def fit_args(root: Path, tiny_bert_dir: Path, epochs: int = 2) -> list[str]:
+def model_args(tiny_bert_dir: Path) -> list[str]:
+    return ["--model.variant=tiny", f'--model.overrides={{"text_model": "{tiny_bert_dir}"}}']
+
+
+def run_args(verb: str, root: Path, tiny_bert_dir: Path, epochs: int = 2) -> list[str]:
     return [
-        "fit",
+        verb,
         "--config", "demo",
         f"--trainer.default_root_dir={root / 'run'}",
         f"--trainer.max_epochs={epochs}",
-        "--trainer.logger=false",
         "--trainer.enable_progress_bar=false",
-        f"--model.text_model={tiny_bert_dir}",
-        "--model.vit=tiny",
-        "--model.max_words=24",
-        "--model.fusion_ffn_dim=64",
-        "--model.fusion_heads=2",
-        f"--data.cache_dir={root / 'data'}",
-        "--data.synthetic={n_images: 40, size: [64, 64], seed: 0}",
+        *model_args(tiny_bert_dir),
+        "--data.synthetic_images=40",
+        "--data.synthetic_size=[64, 64]",
         "--data.crop=32",
         "--data.resize=37",
         "--data.batch_size=4",
@@ -43,15 +41,22 @@ def fit_args(root: Path, tiny_bert_dir: Path, epochs: int = 2) -> list[str]:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_bert_dir):
+    """A 2-epoch demo fit of the tiny model; the demo set lives under a private $MEDZOO_CACHE."""
     root = tmp_path_factory.mktemp("carzero_cli")
-    cli = main(fit_args(root, tiny_bert_dir))
-    ckpt = root / "run" / "checkpoints" / "last.ckpt"
-    assert ckpt.is_file()
-    return root, ckpt, cli
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MEDZOO_CACHE", str(root / "cache"))
+        cli = main(run_args("fit", root, tiny_bert_dir))
+        ckpt = root / "run" / "checkpoints" / "last.ckpt"
+        assert ckpt.is_file()
+        yield root, ckpt, cli
+
+
+def demo_data(root: Path) -> Path:
+    return root / "cache" / "carzero" / "cxr-n40-64x64-seed0"
 
 
 def test_fit_on_synthetic_data_applies_the_batch_size_schedule(trained):
-    _, ckpt, cli = trained
+    root, ckpt, cli = trained
     trainer = cli.trainer
     assert trainer.current_epoch == 2
     # The schedule {0: 4, 1: 8} is applied by rebuilding the loader every epoch.
@@ -59,47 +64,135 @@ def test_fit_on_synthetic_data_applies_the_batch_size_schedule(trained):
     metrics = trainer.callback_metrics
     assert torch.isfinite(metrics["val/loss"])
     assert "val/auc" in metrics and 0.0 <= float(metrics["val/auc"]) <= 1.0
+    # The best checkpoint follows the zero-shot AUROC.
+    assert trainer.checkpoint_callback.monitor == "val/auc" and trainer.checkpoint_callback.mode == "max"
+    assert list((root / "run" / "checkpoints").glob("best-*.ckpt"))
     # Checkpoints are loadable with weights_only=True and hold plain hyperparameters.
     raw = torch.load(ckpt, map_location="cpu", weights_only=True)
-    assert raw["hyper_parameters"]["vit"] == "tiny"
+    assert raw["hyper_parameters"]["variant"] == "tiny"
     optimizer = trainer.optimizers[0]
     assert isinstance(optimizer, torch.optim.Adam)
     assert optimizer.defaults["betas"] == (0.5, 0.999) and optimizer.defaults["weight_decay"] == 1e-6
     assert trainer.gradient_clip_val == 0.25
 
 
-def test_zeroshot_on_real_nih_images_writes_one_row_per_image(trained, tmp_path):
-    if not (NIH / "images").is_dir():
-        pytest.skip(f"real NIH images not found at {NIH} (../shared/data is absent in this checkout)")
+def sklearn_macro_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    both = [c for c in range(labels.shape[1]) if 0 < labels[:, c].sum() < len(labels)]
+    return float(np.mean([roc_auc_score(labels[:, c], scores[:, c]) for c in both]))
+
+
+def test_validate_auc_equals_sklearn_on_the_same_outputs(trained, tiny_bert_dir):
+    root, ckpt, _ = trained
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MEDZOO_CACHE", str(root / "cache"))
+        cli = main([*run_args("validate", root, tiny_bert_dir), "--ckpt_path", "last"])
+    logged = float(cli.trainer.callback_metrics["val/auc"])
+    # The same images scored in-process, one at a time, and the AUROC computed by scikit-learn.
+    from carzero.cli import load_module
+
+    module = load_module(ckpt)
+    dataset = cli.datamodule.datasets["val_labels"]
+    names = cli.datamodule.class_names
+    scores = np.concatenate(
+        [module.zero_shot(dataset[i]["image"][None], names).numpy() for i in range(len(dataset))]
+    )
+    expected = sklearn_macro_auroc(dataset.labels, scores)
+    assert logged == pytest.approx(expected, abs=1e-5)
+
+
+def test_gathered_auc_drops_the_ddp_padding_and_equals_sklearn(trained):
+    """Two ranks of a DistributedSampler (which pads with duplicates) feed one GatherAccumulator, as the
+    all-gather under DDP does: the macro AUROC equals scikit-learn's on the split, each image once."""
     _, ckpt, _ = trained
-    output = tmp_path / "scores.csv"
-    result = main(
-        ["zeroshot", "--images", str(NIH / "images"), "--findings", ",".join(FINDINGS),
-         "--ckpt", str(ckpt), "--output", str(output)]
-    )  # fmt: skip
-    assert Path(result) == output
-    table = pd.read_csv(output)
-    images = sorted(p.name for p in (NIH / "images").glob("*.png"))
-    assert list(table.columns) == ["image", *FINDINGS]
-    assert sorted(table["image"]) == images
-    assert np.isfinite(table[FINDINGS].to_numpy()).all()
-    # Scores are the model's: recomputing one image in-process gives the same numbers.
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    from carzero.cli import _transform, load_module
+    from carzero.data import LabelledImageDataset
+    from carzero.module import zero_shot_metrics
+
+    module = load_module(ckpt)
+    rng = np.random.default_rng(0)
+    images = sorted((demo_data(trained[0]) / "images").glob("*.png"))[:7]  # odd: one duplicate pads a rank
+    labels = (rng.random((7, len(FINDINGS))) < 0.5).astype(np.float32)
+    labels[0], labels[1] = 1, 0  # every class has both values
+    dataset = LabelledImageDataset(images, labels, _transform(module))
+    accumulator = module.outputs["val"]
+    for rank in (0, 1):
+        sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=False)
+        for batch in DataLoader(dataset, batch_size=2, sampler=sampler):
+            scores = module.zero_shot(batch["image"], FINDINGS)
+            accumulator.update(index=batch["index"], scores=scores, labels=batch["labels"])
+    gathered = accumulator.compute()
+    accumulator.reset()
+    assert gathered["scores"].shape == (7, len(FINDINGS))
+    single = np.concatenate([module.zero_shot(dataset[i]["image"][None], FINDINGS).numpy() for i in range(7)])
+    np.testing.assert_allclose(gathered["scores"].numpy(), single, rtol=1e-5, atol=1e-6)
+    auc = zero_shot_metrics(gathered["labels"].numpy(), gathered["scores"].numpy())["auc"]
+    assert auc == pytest.approx(sklearn_macro_auroc(labels, single), abs=1e-6)
+
+
+def test_predict_writes_scores_into_predictions(trained, tiny_bert_dir):
+    root, ckpt, _ = trained
+    images = demo_data(root) / "images"
+    main([*run_args("predict", root, tiny_bert_dir), "--ckpt_path", "last", f"--data.predict_root={images}"])
+    folder = root / "run" / "predictions"
+    summary = pd.read_csv(folder / "summary.csv")
+    names = sorted(p.name for p in images.glob("*.png"))
+    assert summary["image"].tolist() == names  # every image once, in order
+    from medzoo.synthetic import NIH_FINDINGS
+
+    assert list(summary.columns) == ["image", *NIH_FINDINGS]  # the configured findings (data.class_names)
+    first = json.loads((folder / names[0].replace(".png", ".json")).read_text())
+    assert first["image"] == str(images / names[0])
+    assert [first["scores"][f] for f in NIH_FINDINGS] == pytest.approx(summary.iloc[0, 1:].tolist())
+    # The numbers are the model's: one image recomputed in-process.
     from carzero.cli import _transform, load_module
     from carzero.data import read_cxr
 
     module = load_module(ckpt)
-    image = _transform(module)(read_cxr(NIH / "images" / table["image"][0])).unsqueeze(0)
-    expected = module.zero_shot(image, FINDINGS)[0].numpy()
-    np.testing.assert_allclose(table.loc[0, FINDINGS].to_numpy(dtype=float), expected, rtol=1e-4, atol=1e-5)
+    image = _transform(module)(read_cxr(images / names[0])).unsqueeze(0)
+    expected = module.zero_shot(image, list(NIH_FINDINGS))[0].numpy()
+    np.testing.assert_allclose(summary.iloc[0, 1:].to_numpy(dtype=float), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_zeroshot_with_ckpt_path_last_agrees_with_predict(trained, tmp_path):
+    root, _, _ = trained
+    images = demo_data(root) / "images"
+    output = tmp_path / "zeroshot"
+    result = main(["zeroshot", "--predict_root", str(images), "--findings", ",".join(FINDINGS), "--ckpt_path",
+                   "last", "--root_dir", str(root / "run"), "--output_dir", str(output)])  # fmt: skip
+    assert Path(result) == output / "summary.csv"
+    table = pd.read_csv(output / "summary.csv")
+    assert list(table.columns) == ["image", *FINDINGS]
+    assert table["image"].tolist() == sorted(p.name for p in images.glob("*.png"))
+    assert len(list(output.glob("*.json"))) == len(table)
+    predicted = root / "run" / "predictions" / "summary.csv"
+    if predicted.is_file():  # the two paths (Lightning predict, the function verb) give the same scores
+        np.testing.assert_allclose(
+            table[FINDINGS].to_numpy(), pd.read_csv(predicted)[FINDINGS].to_numpy(), rtol=1e-4, atol=1e-5
+        )
+
+
+def test_zeroshot_on_real_nih_images(trained, tmp_path, shared_data):
+    _, ckpt, _ = trained
+    nih = shared_data / "cxr-nih" / "images"
+    if not nih.is_dir():
+        pytest.skip(f"real NIH images not found at {nih}")
+    main(["zeroshot", "--predict_root", str(nih), "--findings", ",".join(FINDINGS), "--ckpt_path", str(ckpt),
+          "--output_dir", str(tmp_path)])  # fmt: skip
+    table = pd.read_csv(tmp_path / "summary.csv")
+    assert sorted(table["image"]) == sorted(p.name for p in nih.glob("*.png"))
+    assert np.isfinite(table[FINDINGS].to_numpy()).all()
 
 
 def test_evaluate_chestxray14_layout_on_generated_data(trained, tmp_path):
-    root, ckpt, _ = trained
-    data = root / "data"  # make_cxr_dataset wrote the NIH layout too: Data_Entry_2017.csv + test_list.txt
-    output = tmp_path / "eval.json"
-    result = main(["evaluate", "--dataset", "chestxray14", "--root", str(data), "--ckpt", str(ckpt),
-                   "--output", str(output)])  # fmt: skip
-    saved = json.loads(output.read_text())
+    root, _, _ = trained
+    data = demo_data(root)  # make_cxr_dataset wrote the NIH layout too: Data_Entry_2017.csv + test_list.txt
+    result = main(["evaluate", "--dataset", "chestxray14", "--root", str(data), "--ckpt_path", "last",
+                   "--root_dir", str(root / "run"), "--output_dir", str(tmp_path)])  # fmt: skip
+    saved = json.loads((tmp_path / "evaluate_chestxray14.json").read_text())
     assert saved["n_images"] == len((data / "test_list.txt").read_text().split())
     assert 0.0 <= result["auc"] <= 1.0
     # The groups are computed from the test set's own positive counts.
@@ -110,64 +203,96 @@ def test_evaluate_chestxray14_layout_on_generated_data(trained, tmp_path):
 
 
 def test_test_verb_reports_zero_shot_auc(trained, tiny_bert_dir):
-    root, ckpt, _ = trained
-    args = fit_args(root, tiny_bert_dir)
-    args[0] = "test"
-    cli = main([*args, f"--ckpt_path={ckpt}"])
+    root, _, _ = trained
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MEDZOO_CACHE", str(root / "cache"))
+        cli = main([*run_args("test", root, tiny_bert_dir), "--ckpt_path", "last"])
     metrics = cli.trainer.callback_metrics
     assert {"test/auc", "test/auc_head", "test/auc_medium", "test/auc_tail"} <= set(metrics)
 
 
-def test_evaluate_grouping_from_the_real_nih_label_table():
-    table_path = NIH / "metadata" / "Data_Entry_2017_v2020.csv.gz"
+def test_evaluate_grouping_from_the_real_nih_label_table(shared_data):
+    nih = shared_data / "cxr-nih"
+    table_path = nih / "metadata" / "Data_Entry_2017_v2020.csv.gz"
     if not table_path.is_file():
         pytest.skip(f"real NIH label table not found at {table_path}")
-    from carzero.data import CHESTXRAY14_CLASSES, load_chestxray14
     from carzero.module import frequency_groups
+    from carzero.testsets import load_chestxray14
+    from medzoo.synthetic import NIH_FINDINGS
 
-    test = load_chestxray14(NIH, split="all", check_images=False)
+    test = load_chestxray14(nih, split="all", check_images=False)
     assert test.labels.shape == (112120, 14)
     # Independent count with pandas string matching.
     findings = pd.read_csv(table_path)["Finding Labels"]
-    counts = np.array(
-        [findings.str.split("|").apply(lambda row, c=c: c in row).sum() for c in CHESTXRAY14_CLASSES]
-    )
+    counts = np.array([findings.str.split("|").apply(lambda row, c=c: c in row).sum() for c in NIH_FINDINGS])
     np.testing.assert_array_equal(test.positives(), counts)
-    assert counts[CHESTXRAY14_CLASSES.index("Infiltration")] == 19894  # the published NIH count
+    assert counts[NIH_FINDINGS.index("Infiltration")] == 19894  # the published NIH count
     groups = frequency_groups(test.positives())
     threshold = np.percentile(counts, 65)
     expected_head = [i for i, c in enumerate(counts) if c > threshold]
     assert groups["head"].tolist() == expected_head
-    assert {CHESTXRAY14_CLASSES[i] for i in groups["head"]} >= {"Infiltration", "Effusion", "Atelectasis"}
+    assert {NIH_FINDINGS[i] for i in groups["head"]} >= {"Infiltration", "Effusion", "Atelectasis"}
     assert groups["tail"].size == 0  # every NIH class has far more than 10 positives
     assert sorted(np.concatenate(list(groups.values())).tolist()) == list(range(14))
 
 
-def test_bad_inputs_give_clear_errors(trained, tmp_path, tiny_bert_dir):
-    _, ckpt, _ = trained
+def test_bad_inputs_give_clear_errors(trained, tmp_path):
+    root, ckpt, _ = trained
     with pytest.raises(MedzooDataError, match=r"expected one of"):
-        main(["evaluate", "--dataset", "mimic", "--root", str(tmp_path), "--ckpt", str(ckpt)])
+        main(["evaluate", "--dataset", "mimic", "--root", str(tmp_path), "--ckpt_path", str(ckpt)])
+    images = demo_data(root) / "images"
     with pytest.raises(MedzooDataError, match="no such file"):
+        main(["zeroshot", "--predict_root", str(images), "--findings", "Effusion",
+              "--ckpt_path", str(tmp_path / "x.ckpt")])  # fmt: skip
+    with pytest.raises(MedzooDataError, match=r"--ckpt_path last.*no such file"):
+        main(["zeroshot", "--predict_root", str(images), "--findings", "Effusion", "--ckpt_path", "last",
+              "--root_dir", str(tmp_path)])  # fmt: skip
+    with pytest.raises(MedzooDataError, match="no input files"):
         main(
-            [
-                "zeroshot",
-                "--images",
-                str(tmp_path),
-                "--findings",
-                "Effusion",
-                "--ckpt",
-                str(tmp_path / "x.ckpt"),
-            ]
+            ["zeroshot", "--predict_root", str(tmp_path), "--findings", "Effusion", "--ckpt_path", str(ckpt)]
         )
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(ckpt.read_bytes()[:1000])
     with pytest.raises(MedzooDataError, match="unreadable checkpoint"):
-        main(["zeroshot", "--images", str(tmp_path), "--findings", "Effusion", "--ckpt", str(truncated)])
+        main(
+            [
+                "zeroshot",
+                "--predict_root",
+                str(images),
+                "--findings",
+                "Effusion",
+                "--ckpt_path",
+                str(truncated),
+            ]
+        )
     # An image listed in the NIH table but missing on disk.
     data = tmp_path / "nih"
-    shutil.copytree(trained[0] / "data", data, ignore=shutil.ignore_patterns("*.png"))
+    shutil.copytree(demo_data(root), data, ignore=shutil.ignore_patterns("*.png"))
     with pytest.raises(MedzooDataError, match="missing on disk"):
-        main(["evaluate", "--dataset", "chestxray14", "--root", str(data), "--ckpt", str(ckpt)])
+        main(["evaluate", "--dataset", "chestxray14", "--root", str(data), "--ckpt_path", str(ckpt)])
+    with pytest.raises(MedzooDataError, match=r"options \['split'\]"):
+        main(
+            [
+                "evaluate",
+                "--dataset",
+                "chexpert",
+                "--root",
+                str(data),
+                "--ckpt_path",
+                str(ckpt),
+                "--split",
+                "all",
+            ]
+        )
+
+
+def test_help_lists_every_verb(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for verb in ("fit", "validate", "test", "predict", "zeroshot", "evaluate", "align-reports"):
+        assert verb in text
 
 
 def test_paper_config_holds_the_paper_optimisation(tiny_bert_dir):
@@ -175,9 +300,11 @@ def test_paper_config_holds_the_paper_optimisation(tiny_bert_dir):
     from carzero.module import CARZeroModule
     from medzoo.lightning import cli
 
+    # The paper's variant with a tiny text encoder and ViT; the fusion keeps the paper's depth and head.
+    small = {"text_model": str(tiny_bert_dir), "img_size": 32, "vit_dim": 32, "vit_depth": 1, "vit_heads": 2}
     built = cli(CARZeroModule, CARZeroDataModule, package="carzero", run=False, args=[
-        "--config", "paper", f"--model.text_model={tiny_bert_dir}", "--model.vit=tiny",
-        "--model.max_words=24", "--trainer.precision=32", "--trainer.logger=false",
+        "--config", "paper", f"--model.overrides={json.dumps(small)}", "--trainer.precision=32",
+        "--trainer.logger=false",
     ])  # fmt: skip
     optimizers = built.model.configure_optimizers()
     adam = optimizers["optimizer"]
@@ -190,10 +317,13 @@ def test_paper_config_holds_the_paper_optimisation(tiny_bert_dir):
     assert plateau["scheduler"].patience == 5
     assert built.trainer.gradient_clip_val == 0.25 and built.trainer.max_epochs == 15
     assert built.trainer.reload_dataloaders_every_n_epochs == 1
+    assert built.trainer.default_root_dir == "runs/carzero-paper"
     assert built.datamodule.batch_size_schedule == {0: 64, 2: 128, 6: 256}
     assert (built.datamodule.resize, built.datamodule.crop) == (256, 224)
+    assert built.model.hparams["variant"] == "paper"
     fusion = built.model.model.fusion
     assert len(fusion.layers) == 4 and isinstance(fusion.head, torch.nn.Linear)
+    assert built.trainer.checkpoint_callback.monitor == "val/auc"
 
 
 def test_prompt_features_are_encoded_once_per_run(trained):
@@ -201,12 +331,11 @@ def test_prompt_features_are_encoded_once_per_run(trained):
     from carzero.cli import _score, _transform, load_module
     from carzero.data import ImageFolderDataset
 
-    if not (NIH / "images").is_dir():
-        pytest.skip(f"real NIH images not found at {NIH}")
+    images = sorted((demo_data(trained[0]) / "images").glob("*.png"))[:2]
     module = load_module(ckpt)
     calls = []
     encode_text = module.model.encode_text
     module.model.encode_text = lambda *a, **k: calls.append(1) or encode_text(*a, **k)
-    dataset = ImageFolderDataset(NIH / "images", _transform(module))
+    dataset = ImageFolderDataset(images, _transform(module))
     scores = _score(module, dataset, FINDINGS, batch_size=1, device="cpu")  # two batches
     assert scores.shape == (2, len(FINDINGS)) and len(calls) == 1

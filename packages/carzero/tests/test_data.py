@@ -11,8 +11,6 @@ import torch
 from PIL import Image
 
 from carzero.data import (
-    CHESTXDET10_CLASSES,
-    CHEXPERT_COMPETITION_CLASSES,
     NORMALIZE_MEAN,
     NORMALIZE_STD,
     CARZeroDataModule,
@@ -20,6 +18,13 @@ from carzero.data import (
     ResizeLongSideAndPad,
     batch_size_for_epoch,
     build_transform,
+    read_cxr,
+    split_sentences,
+)
+from carzero.testsets import (
+    CHESTXDET10_CLASSES,
+    CHEXPERT_COMPETITION_CLASSES,
+    TEST_SETS,
     load_chestxdet10,
     load_chestxray14,
     load_chexpert,
@@ -27,8 +32,6 @@ from carzero.data import (
     load_padchest,
     load_test_set,
     parse_padchest_labels,
-    read_cxr,
-    split_sentences,
 )
 from medzoo.errors import MedzooDataError
 from medzoo.io import write_png
@@ -114,15 +117,53 @@ def write_training_csv(root, missing=False):
     pd.DataFrame(rows).to_csv(root / "reports.csv", index=False)
 
 
-def test_datamodule_keeps_frontal_views_only(tmp_path):
+def test_datamodule_keeps_frontal_views_only_and_reads_validate_as_val(tmp_path):
     write_training_csv(tmp_path)
     module = CARZeroDataModule(root=str(tmp_path), class_names=["Effusion"], batch_size=2, resize=40, crop=32)
     module.setup("fit")
     train = module.datasets["train"]
     assert [p.name for p in train.image_paths] == ["0.png", "1.png"]  # the LATERAL image is dropped
-    assert len(module.datasets["validate"]) == 2
-    labels = module.datasets["validate_labels"]
+    assert len(module.datasets["val"]) == 2  # the CSV says "validate"
+    labels = module.datasets["val_labels"]
     assert labels.labels.tolist() == [[1.0], [0.0]]
+    assert [item["index"] for item in labels] == [0, 1]  # evaluation samples carry their index
+    # "val" in the CSV is the same split; an unknown name is an error naming the column.
+    table = pd.read_csv(tmp_path / "reports.csv")
+    table["split"] = table["split"].replace("validate", "val")
+    table.to_csv(tmp_path / "reports.csv", index=False)
+    module = CARZeroDataModule(root=str(tmp_path), class_names=["Effusion"], resize=40, crop=32)
+    module.setup("fit")
+    assert len(module.datasets["val"]) == 2
+    table.loc[0, "split"] = "dev"
+    table.to_csv(tmp_path / "reports.csv", index=False)
+    with pytest.raises(MedzooDataError, match=r"column split.*\['dev'\]"):
+        CARZeroDataModule(root=str(tmp_path), resize=40, crop=32).setup("fit")
+
+
+def test_datamodule_root_none_is_the_demo_set_and_a_missing_root_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDZOO_CACHE", str(tmp_path / "cache"))
+    module = CARZeroDataModule(synthetic_images=12, synthetic_size=(32, 32), resize=40, crop=32, seed=3)
+    assert module.dataset_root() == tmp_path / "cache" / "carzero" / "cxr-n12-32x32-seed3"
+    module.prepare_data()
+    table = pd.read_csv(module.dataset_root() / "reports.csv")
+    assert len(table) == 12 and (module.dataset_root() / "test_list.txt").is_file()
+    assert module.cache_dir is None  # cache_dir is a preprocessing cache only, never the demo folder
+    with pytest.raises(MedzooDataError, match="no such folder"):
+        CARZeroDataModule(root=str(tmp_path / "absent")).dataset_root()
+
+
+def test_predict_inputs_file_or_folder(tmp_path):
+    grey_png(tmp_path / "in" / "a.png")
+    grey_png(tmp_path / "in" / "sub" / "b.png")
+    (tmp_path / "in" / "notes.txt").write_text("not an image")
+    module = CARZeroDataModule(predict_root=str(tmp_path / "in"), batch_size=4, resize=40, crop=32)
+    batch = next(iter(module.predict_dataloader()))
+    assert batch["name"] == ["a.png", "sub/b.png"] and batch["index"].tolist() == [0, 1]
+    assert batch["image"].shape == (2, 3, 32, 32)
+    single = CARZeroDataModule(predict_root=str(tmp_path / "in" / "sub" / "b.png"), resize=40, crop=32)
+    assert next(iter(single.predict_dataloader()))["name"] == ["b.png"]
+    with pytest.raises(MedzooDataError, match="predict_root"):
+        CARZeroDataModule().predict_dataloader()
 
 
 def test_datamodule_reports_missing_images(tmp_path):
@@ -236,8 +277,11 @@ def test_chestxdet10_layout(tmp_path):
 
 
 def test_unknown_dataset_and_missing_layout_files(tmp_path):
+    assert sorted(TEST_SETS) == ["chestxdet10", "chestxray14", "chexpert", "openi", "padchest"]
     with pytest.raises(MedzooDataError, match="expected one of"):
         load_test_set("mimic-cxr", tmp_path)
+    with pytest.raises(MedzooDataError, match=r"options \['split'\].*json_name"):
+        load_test_set("chestxdet10", tmp_path, split="all")
     with pytest.raises(MedzooDataError, match="Data_Entry_2017"):
         load_test_set("chestxray14", tmp_path)
     with pytest.raises(MedzooDataError, match=r"test\.json"):

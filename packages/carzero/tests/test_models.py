@@ -8,12 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from carzero import create_model
 from carzero.models import (
+    MODEL_CONFIGS,
+    ImageEncoder,
     SimilarityRepresentation,
     TextEncoder,
     carzero_loss,
     continuation_mask_from_tokens,
-    image_encoder,
     merge_word_pieces,
     sincos_2d_position_embedding,
     symmetric_cross_entropy,
@@ -185,7 +187,7 @@ def test_similarity_heads():
 
 
 def test_image_encoder_returns_cls_and_patches_with_fixed_sincos():
-    encoder = image_encoder("tiny", img_size=64)
+    encoder = ImageEncoder(img_size=64, patch_size=16, embed_dim=32, depth=1, num_heads=2)
     cls_token, patches = encoder(torch.randn(2, 3, 64, 64))
     assert cls_token.shape == (2, 32) and patches.shape == (2, 16, 32)
     table = sincos_2d_position_embedding(4, 32)
@@ -231,8 +233,8 @@ def test_overfit_tiny_paired_set_to_full_matching_accuracy(tiny_parts):
 def test_frozen_text_encoder_gets_no_updates_and_stays_in_eval_mode(tiny_bert_dir):
     from carzero.module import CARZeroModule
 
-    module = CARZeroModule(text_model=str(tiny_bert_dir), vit="tiny", max_words=24, fusion_depth=1,
-                           fusion_heads=2, fusion_ffn_dim=64, freeze_text_encoder=True)  # fmt: skip
+    overrides = {"text_model": str(tiny_bert_dir), "fusion_depth": 1}
+    module = CARZeroModule(variant="tiny", overrides=overrides, freeze_text_encoder=True)
     module.train()
     assert not module.model.text_encoder.training and module.model.fusion.training
     before = {k: v.clone() for k, v in module.model.text_encoder.state_dict().items()}
@@ -248,3 +250,30 @@ def test_frozen_text_encoder_gets_no_updates_and_stays_in_eval_mode(tiny_bert_di
     tokens = module.tokenize(SENTENCES)
     first = module.model.encode_text(**tokens)[0]
     torch.testing.assert_close(module.model.encode_text(**tokens)[0], first)
+
+
+def test_named_configurations_and_create_model(tiny_bert_dir):
+    from medzoo.errors import MedzooDataError
+
+    assert {"paper", "demo", "tiny"} <= set(MODEL_CONFIGS)
+    paper = MODEL_CONFIGS["paper"]
+    # The paper: ViT-B/16 at 224, 97 words, a 4-layer fusion with 4 heads and FFN 1024, linear head.
+    assert (paper["img_size"], paper["patch_size"], paper["vit_dim"], paper["vit_depth"]) == (
+        224,
+        16,
+        768,
+        12,
+    )
+    assert (paper["max_words"], paper["fusion_depth"], paper["fusion_heads"], paper["fusion_ffn_dim"]) == (
+        97,
+        4,
+        4,
+        1024,
+    )
+    model = create_model("tiny", text_model=str(tiny_bert_dir), fusion_depth=1, head="mlp")
+    assert len(model.fusion.layers) == 1 and isinstance(model.fusion.head, torch.nn.Sequential)
+    assert model.image_encoder.vit.patch_embed.img_size == (32, 32)
+    with pytest.raises(MedzooDataError, match="one of demo, paper, tiny"):
+        create_model("base")
+    with pytest.raises(MedzooDataError, match="unknown settings"):
+        create_model("tiny", text_model=str(tiny_bert_dir), vit="tiny")

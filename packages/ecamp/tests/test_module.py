@@ -85,3 +85,10 @@ def test_evaluation_losses_are_reproducible(tokenizer):
         other = module.losses({**batch, "index": torch.tensor([7])}, training=False)
     assert first["loss"].item() == second["loss"].item()
     assert first["mim"].item() != other["mim"].item()  # another sample index, another patch mask
+
+
+def test_every_parameter_gets_a_gradient(tokenizer):
+    # DDP refuses parameters that take no part in the loss.
+    module = ECAMPModule("tiny", {"vocab_size": 64, "max_length": 16}, window_cells=6)
+    module.losses(one_pair(tokenizer), training=True)["loss"].backward()
+    assert [n for n, p in module.named_parameters() if p.grad is None] == []

@@ -130,6 +130,9 @@ class ReportMLM(nn.Module):
         self.visual_proj = nn.Linear(visual_dim, hidden)
         self.fusion = ContextFusionLayer(hidden, heads, ffn_dim, dropout, self.config.layer_norm_eps)
         self.mlm_head = BertOnlyMLMHead(self.config)
+        # transformers ties the head's output bias to its decoder only inside its own models; share it here so
+        # that no parameter is left without a gradient (DDP refuses unused parameters).
+        self.mlm_head.predictions.bias = self.mlm_head.predictions.decoder.bias
 
     def encode(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, fused: torch.Tensor | None = None

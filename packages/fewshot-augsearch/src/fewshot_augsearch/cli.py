@@ -3,7 +3,6 @@ Lightning's ``fit|validate|test|predict --config paper|chaos|demo`` (``--data.au
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -64,7 +63,7 @@ def search(
     ckpt_path: Path | None = None,
     synthetic_volumes: int = 8,
 ) -> Path:
-    """Search the augmentation ranges theta without labels and write them as YAML for `fit --data.augmentation`.
+    """Search augmentation ranges theta without labels; write them as YAML for `fit --data.augmentation`.
 
     Pseudo-classes: body crops at the same relative axial position in the training scans of the fold.
 
@@ -88,9 +87,15 @@ def search(
         ckpt_path: checkpoint for feature_cosine ("last" = runs/fewshot-augsearch-demo/checkpoints/last.ckpt).
         synthetic_volumes: generated scans when root is None.
     """
-    data = FewShotDataModule(root=None if root is None else str(root), layout=layout, modality=modality,
-                             image_size=image_size, fold=fold, n_folds=n_folds,
-                             synthetic_volumes=synthetic_volumes)  # fmt: skip
+    data = FewShotDataModule(
+        root=None if root is None else str(root),
+        layout=layout,
+        modality=modality,
+        image_size=image_size,
+        fold=fold,
+        n_folds=n_folds,
+        synthetic_volumes=synthetic_volumes,
+    )
     files = find_scans(data.dataset_root(), layout, superpixel_scale=data.superpixel_file_scale)
     train, _, _ = cv_folds(len(files), n_folds, fold)
     scans = [load_scan(files[i], modality, image_size) for i in train]
@@ -101,16 +106,28 @@ def search(
     else:
         sim = SIMILARITIES[similarity]
     kwargs: dict[str, Any] = {"factors": tuple(factors)} if factors and strategy == "grid" else {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # scikit-learn's GP convergence chatter in the bayesian strategy
-        result = run_search(groups, sim, DISTANCES[distance], strategy, n_augment=n_augment, seed=seed,
-                            max_anchors=max_anchors, **kwargs)  # fmt: skip
+    result = run_search(
+        groups,
+        sim,
+        DISTANCES[distance],
+        strategy,
+        n_augment=n_augment,
+        seed=seed,
+        max_anchors=max_anchors,
+        **kwargs,
+    )
     meta = {
-        "similarity": similarity, "distance": distance, "strategy": strategy, "factors": result.factors,
-        "distance_value": result.distance, "intra_class_mean": result.intra_class_mean,
-        "intra_class_std": result.intra_class_std, "n_groups": len(groups),
-        "n_crops": sum(len(g) for g in groups), "candidates": len(result.candidates),
-    }  # fmt: skip
+        "similarity": similarity,
+        "distance": distance,
+        "strategy": strategy,
+        "factors": result.factors,
+        "distance_value": result.distance,
+        "intra_class_mean": result.intra_class_mean,
+        "intra_class_std": result.intra_class_std,
+        "n_groups": len(groups),
+        "n_crops": sum(len(g) for g in groups),
+        "candidates": len(result.candidates),
+    }
     path = save_params(output, result.params, meta)
     print(f"theta (factors {result.factors}, distance {result.distance:.4f}) -> {path}")
     return path
@@ -163,7 +180,7 @@ COMMANDS = {"search": search, "pseudo-label": pseudo_label}
 
 
 def main(args: Sequence[str] | None = None) -> Any:
-    """Entry point of the ``fewshot-augsearch`` console script; returns the LightningCLI (tests pass ``args``)."""
+    """Entry point of the ``fewshot-augsearch`` script; returns the LightningCLI (tests pass ``args``)."""
     return cli(
         FewShotSegmentationModule,
         FewShotDataModule,

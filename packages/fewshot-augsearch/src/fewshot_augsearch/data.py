@@ -135,7 +135,7 @@ LAYOUTS: dict[str, Callable[..., list[ScanFiles]]] = {
 def find_scans(
     root: str | Path, layout: str = "auto", need_labels: bool = False, superpixel_scale: str = "MIDDLE"
 ) -> list[ScanFiles]:
-    """List the scans under ``root`` in the given layout (``auto``: the first layout that finds any), sorted by id."""
+    """The scans under ``root`` in ``layout`` (``auto``: the first layout that finds any), sorted by id."""
     root = Path(root)
     if not root.is_dir():
         raise MedzooDataError(
@@ -190,7 +190,7 @@ def body_mask(image: np.ndarray, threshold: float = 1e-3) -> np.ndarray:
 def slice_superpixels(
     image: np.ndarray, min_size: int = 400, sigma: float = 1.0, scale: float = 1.0, threshold: float = 1e-3
 ) -> np.ndarray:
-    """Felzenszwalb superpixels of a slice (H, W) in [0, 1], masked by the body: int32, 0 outside, 1..n inside."""
+    """Felzenszwalb superpixels of a slice (H, W) in [0, 1] masked by the body: int32, 0 outside, 1..n."""
     fg = body_mask(image, threshold)
     if not fg.any():
         return np.zeros(image.shape, dtype=np.int32)
@@ -230,7 +230,9 @@ def load_scan(
     image_size: int,
     superpixel_kwargs: dict[str, Any] | None = None,
 ) -> Scan:
-    """Read, window and resize a scan; superpixels from ``files.superpixels`` or computed (``superpixel_kwargs``).
+    """Read, window and resize a scan; superpixels read from ``files.superpixels`` or computed.
+
+    ``superpixel_kwargs`` (for :func:`slice_superpixels`): None = no superpixels unless a file exists.
 
     Raises:
         MedzooDataError: a non-3D volume, a label of another shape, or a volume without body foreground.
@@ -240,8 +242,11 @@ def load_scan(
         raise MedzooDataError(files.image, f"shape {volume.array.shape}", "a 3D volume")
     image = _resize_slices(preprocess_intensity(volume.array, modality), image_size, "bilinear").clip(0, 1)
     if not (image > 1e-3).any():
-        raise MedzooDataError(files.image, "a volume with no foreground (every voxel at the window minimum)",
-                              f"a {modality.upper()} scan with a body (CT in HU, window {CT_WINDOW})")  # fmt: skip
+        raise MedzooDataError(
+            files.image,
+            "a volume with no foreground (every voxel at the window minimum)",
+            f"a {modality.upper()} scan with a body (CT in HU, window {CT_WINDOW})",
+        )
     label = None
     if files.label is not None:
         raw = read_volume(files.label).array
@@ -268,8 +273,11 @@ def cv_folds(n_scans: int, n_folds: int = 5, fold: int = 0) -> tuple[list[int], 
     the extra scan (the first scan when ``k`` is the last fold) being the support of the one-shot test.
     """
     if not 0 <= fold < n_folds or n_scans < n_folds + 1:
-        raise MedzooDataError("data.fold", f"fold {fold} of {n_folds} with {n_scans} scans",
-                              "0 <= fold < n_folds and at least n_folds + 1 scans")  # fmt: skip
+        raise MedzooDataError(
+            "data.fold",
+            f"fold {fold} of {n_folds} with {n_scans} scans",
+            "0 <= fold < n_folds and at least n_folds + 1 scans",
+        )
     bounds = np.linspace(0, n_scans, n_folds + 1).round().astype(int)
     held = list(range(bounds[fold], bounds[fold + 1]))
     support = bounds[fold + 1] % n_scans
@@ -336,8 +344,14 @@ class EpisodeDataset(Dataset):
         image = torch.as_tensor(scan.image[z])[None]
         support_image, support_mask = augment(image, mask, self.params, rng)
         query_image, query_mask = augment(image, mask, self.params, rng)
-        return {"support_image": support_image, "support_mask": support_mask,
-                "query_image": query_image, "query_mask": query_mask, "scan": s, "z": z}  # fmt: skip
+        return {
+            "support_image": support_image,
+            "support_mask": support_mask,
+            "query_image": query_image,
+            "query_mask": query_mask,
+            "scan": s,
+            "z": z,
+        }
 
 
 def organ_z_range(label: np.ndarray, cls: int, where: str | Path = "label") -> tuple[int, int]:
@@ -349,12 +363,12 @@ def organ_z_range(label: np.ndarray, cls: int, where: str | Path = "label") -> t
 
 
 def support_slice_indices(z_min: int, z_max: int, n_parts: int = 3) -> list[int]:
-    """Support slices at (2i + 1) / (2 n_parts) of the organ's z-range: 1/6, 1/2, 5/6 for 3 parts (floored)."""
+    """Support slices at (2i + 1) / (2 n_parts) of the organ's z-range (1/6, 1/2, 5/6 for 3), floored."""
     return [int(z_min + (2 * i + 1) / (2 * n_parts) * (z_max - z_min)) for i in range(n_parts)]
 
 
 def chunk_assignment(n_slices: int, n_parts: int = 3) -> np.ndarray:
-    """Chunk index of each of the ``n_slices`` query slices in the organ range: floor(k n_parts / n_slices)."""
+    """Chunk of each of the ``n_slices`` query slices in the organ range: floor(k n_parts / n_slices)."""
     return (np.arange(n_slices) * n_parts // max(n_slices, 1)).astype(np.int64)
 
 
@@ -365,8 +379,9 @@ class OneShotDataset(Dataset):
     query's z-range of that class (from its label, as in the reference evaluation) is cut into ``n_parts``
     chunks, chunk ``i`` segmented with shot ``i``; slices outside the range are background.
 
-    Items: ``support_images`` (P, 1, H, W), ``support_masks`` (P, H, W), ``query_images`` (R, 1, H, W) for the R
-    slices of the range, ``chunks`` (R,), ``z_range`` (2,), ``query_label`` (Z, H, W) binary, ``class_id``,
+    Items: ``support_images`` (P, 1, H, W), ``support_masks`` (P, H, W), ``query_images`` (R, 1, H, W)
+    for the R slices of the range, ``chunks`` (R,), ``z_range`` (2,), ``query_label`` (Z, H, W) binary,
+    ``class_id``,
     ``index``.
     """
 
@@ -491,19 +506,20 @@ class FewShotDataModule(MedzooDataModule):
     """Scans, superpixel episodes (train) and the one-shot 3-chunk protocol (val/test = the held-out fold).
 
     Args:
-        root: dataset folder (see the module docstring); None: a synthetic CT set in ``$MEDZOO_CACHE/fewshot-augsearch``.
+        root: dataset folder (see the module docstring); None: a synthetic CT set generated into
+            ``$MEDZOO_CACHE/fewshot-augsearch``.
         layout: ``auto`` or one of :data:`LAYOUTS`.
         modality: ``ct`` (window [-125, 275] HU) or ``mr`` (99.5th-percentile clip).
         image_size: slices are resized to (image_size, image_size) (256 in the paper).
         test_classes: label ids of the organs evaluated one-shot.
-        setting: 1 (test organs may appear unlabelled in training slices) or 2 (every training slice containing
-            a test class is removed).
+        setting: 1 (test organs may appear unlabelled in training slices) or 2 (every training slice
+            containing a test class is removed).
         fold, n_folds: cross-validation fold (reference split, :func:`cv_folds`).
         n_parts: support chunks (3).
         augmentation: a theta YAML (``fewshot-augsearch search`` output); None: the paper's default.
         episodes_per_epoch: episodes drawn per training epoch (the reference reloads every 1000 iterations).
-        superpixel_min_size, superpixel_sigma, superpixel_scale: felzenszwalb settings (400, 1, 1 in the paper)
-            for scans without ``superpix-*`` files.
+        superpixel_min_size, superpixel_sigma, superpixel_scale: felzenszwalb settings (paper: 400, 1,
+            1) for scans without ``superpix-*`` files.
         superpixel_file_scale: the ``superpix-<SCALE>_`` files of the alpnet layout (``MIDDLE``).
         min_superpixel_pixels: a superpixel smaller than this is never drawn as a pseudo-label.
         support_image, support_label, predict_class: ``predict``: the support volume, its mask and the class.
@@ -602,8 +618,14 @@ class FewShotDataModule(MedzooDataModule):
         self.support_scan, self.eval_scans = scans[support], [scans[i] for i in held]
 
     def train_dataloader(self):
-        dataset = EpisodeDataset(self.train_scans, self.params, self.episodes_per_epoch, self.exclude_classes,
-                                 self.seed, self.min_superpixel_pixels)  # fmt: skip
+        dataset = EpisodeDataset(
+            self.train_scans,
+            self.params,
+            self.episodes_per_epoch,
+            self.exclude_classes,
+            self.seed,
+            self.min_superpixel_pixels,
+        )
         loader = self.train_loader(dataset)
         dataset.epoch_source = loader.sampler  # Lightning sets the sampler's epoch before each epoch
         return loader
@@ -620,9 +642,12 @@ class FewShotDataModule(MedzooDataModule):
 
     def predict_dataloader(self):
         if not (self.support_image and self.support_label and self.predict_class is not None):
-            raise MedzooDataError("predict", f"support_image={self.support_image}, support_label={self.support_label}, "
-                                  f"predict_class={self.predict_class}",
-                                  "--data.support_image, --data.support_label and --data.predict_class")  # fmt: skip
+            raise MedzooDataError(
+                "predict",
+                f"support_image={self.support_image}, support_label={self.support_label}, "
+                f"predict_class={self.predict_class}",
+                "--data.support_image, --data.support_label and --data.predict_class",
+            )
         support = self.load(ScanFiles("support", Path(self.support_image), Path(self.support_label)), False)
         queries = [self.load(ScanFiles(_stem(p), p), False) for p in self.predict_files(NIFTI)]
         dataset = PredictDataset(support, queries, int(self.predict_class), self.n_parts)

@@ -1,4 +1,4 @@
-"""The LightningModule: SSL-ALPNet trained on superpixel episodes, evaluated one-shot with 3D Dice per scan."""
+"""The LightningModule: SSL-ALPNet trained on superpixel episodes, evaluated one-shot (3D Dice per scan)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ __all__ = ["FewShotSegmentationModule"]
 class FewShotSegmentationModule(MedzooModule):
     """SSL-ALPNet: weighted cross-entropy on the query + prototype alignment loss on the support.
 
-    Training batches (B episodes): ``support_image``/``query_image`` (B, 1, H, W), ``support_mask``/``query_mask``
-    (B, H, W) in {0, 1}; each episode is a 1-way 1-shot task (the reference trains with batch size 1).
+    Training batches (B episodes): ``support_image``/``query_image`` (B, 1, H, W),
+    ``support_mask``/``query_mask`` (B, H, W) in {0, 1}; each episode is a 1-way 1-shot
+    task (the reference trains with batch size 1).
     Evaluation items (one per query scan and class, see ``fewshot_augsearch.data.OneShotDataset``) give the
     3D Dice of the whole query volume; ``val/dice`` is its mean over scans and classes (gathered over ranks).
 
@@ -58,8 +59,12 @@ class FewShotSegmentationModule(MedzooModule):
         """Mean over the batch's episodes of CE(query) and the alignment loss."""
         ce, align = [], []
         for b in range(len(batch["query_image"])):
-            out = self.model(batch["support_image"][b : b + 1], batch["support_mask"][b : b + 1, None],
-                             batch["query_image"][b : b + 1], align=self.align_weight > 0)  # fmt: skip
+            out = self.model(
+                batch["support_image"][b : b + 1],
+                batch["support_mask"][b : b + 1, None],
+                batch["query_image"][b : b + 1],
+                align=self.align_weight > 0,
+            )
             ce.append(F.cross_entropy(out.logits, batch["query_mask"][b : b + 1], weight=self.class_weight))
             align.append(out.align_loss)
         ce_loss, align_loss = torch.stack(ce).mean(), torch.stack(align).mean()
@@ -73,7 +78,7 @@ class FewShotSegmentationModule(MedzooModule):
 
     @torch.no_grad()
     def segment_range(self, item: dict[str, Any]) -> torch.Tensor:
-        """Binary masks (R, H, W) of the query slices of ``item``: chunk ``i`` is segmented with shot ``i``."""
+        """Masks (R, H, W) of the query slices of ``item``; chunk ``i`` is segmented with shot ``i``."""
         shots = self.model.forward_features(item["support_images"].to(self.device))
         masks = item["support_masks"].to(self.device)[:, None]
         query, chunks = item["query_images"].to(self.device), item["chunks"].to(self.device)
@@ -134,8 +139,13 @@ class FewShotSegmentationModule(MedzooModule):
         x, y, _ = (int(v) for v in item["source_shape"])
         resized = F.interpolate(volume[:, None], size=(x, y), mode="nearest")[:, 0]  # (Z, X, Y)
         mask = np.ascontiguousarray(resized.permute(1, 2, 0).cpu().numpy().astype(np.uint8))
-        return {"mask": mask, "affine": item["affine"].numpy(), "path": item["path"],
-                "class_id": item["class_id"], "z_range": [int(v) for v in item["z_range"]]}  # fmt: skip
+        return {
+            "mask": mask,
+            "affine": item["affine"].numpy(),
+            "path": item["path"],
+            "class_id": item["class_id"],
+            "z_range": [int(v) for v in item["z_range"]],
+        }
 
     def prediction_writer(self):
         from fewshot_augsearch.writers import MaskWriter

@@ -63,7 +63,7 @@ def _check_groups(groups: Sequence[Sequence[np.ndarray]]) -> list[list[np.ndarra
 def intra_class_similarities(
     groups: Sequence[Sequence[np.ndarray]], similarity: Similarity, max_pairs_per_group: int = 64
 ) -> np.ndarray:
-    """Similarities of every crop pair (i < j) within each pseudo-class group (at most ``max_pairs_per_group``)."""
+    """Similarities of every crop pair (i < j) within each group (at most ``max_pairs_per_group`` each)."""
     values = []
     for group in _check_groups(groups):
         pairs = [(i, j) for i in range(len(group)) for j in range(i + 1, len(group))][:max_pairs_per_group]
@@ -187,14 +187,15 @@ def search(
     max_anchors: int | None = 64,
     **strategy_kwargs: Any,
 ) -> SearchResult:
-    """Search theta = ``scale_params(base, factors)`` that best matches the intra-class similarity distribution.
+    """Search theta = ``scale_params(base, factors)`` matching the intra-class similarity distribution.
 
     Args:
         groups: pseudo-class groups of crops (H, W) in [0, 1]; groups with fewer than 2 crops are ignored.
         similarity: ``(crop, crop) -> float``, e.g. ``SIMILARITIES["ssim"]``.
         distance: ``(intra_class, intra_instance) -> float``, e.g. ``DISTANCES["wasserstein"]``.
-        strategy: ``grid``, ``stepwise`` or ``bayesian`` (see the module docstring); ``strategy_kwargs`` go to it
-            (``factors`` for grid; ``step``/``max_factor`` for stepwise; ``max_factor``/``n_init``/``n_iter``).
+        strategy: ``grid``, ``stepwise`` or ``bayesian`` (module docstring); ``strategy_kwargs`` go to it
+            (grid: ``factors``; stepwise: ``step``, ``max_factor``; bayesian: ``max_factor``, ``n_init``,
+            ``n_iter``).
         base: the theta whose ranges are scaled; default: the paper's augmentation with brightness and
             contrast 0.1 (so that they are searched too).
         n_augment: augmentations per anchor crop.

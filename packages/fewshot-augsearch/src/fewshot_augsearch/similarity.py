@@ -4,7 +4,7 @@ Similarities take two crops (H, W) as float numpy arrays (same shape, intensitie
 float (higher = more alike):
 
 - ``ssim``: structural similarity (scikit-image, Gaussian-free 7x7 windows, ``data_range=1``). Default.
-- ``mutual_information``: mutual information (nats) of the joint intensity histogram (``bins`` bins on [0, 1]).
+- ``mutual_information``: mutual information (nats) of the joint intensity histogram (``bins`` on [0, 1]).
 - ``feature_cosine``: cosine similarity of the mean-pooled features of an encoder (:class:`FeatureCosine`,
   e.g. the ALPNet encoder of a checkpoint).
 
@@ -61,7 +61,7 @@ def mutual_information(a: np.ndarray, b: np.ndarray, bins: int = 32) -> float:
 
 
 class FeatureCosine:
-    """Cosine similarity of globally averaged encoder features: ``encoder`` maps (B, 1, H, W) -> (B, C, h, w)."""
+    """Cosine similarity of mean-pooled encoder features; ``encoder``: (B, 1, H, W) -> (B, C, h, w)."""
 
     def __init__(self, encoder: Callable[[torch.Tensor], torch.Tensor]) -> None:
         self.encoder = encoder
@@ -88,7 +88,7 @@ def _samples(a, b, where: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def wasserstein1(a, b) -> float:
-    """1-Wasserstein distance between the empirical distributions of ``a`` and ``b`` (integral of |F_a - F_b|)."""
+    """1-Wasserstein distance of the empirical distributions of ``a`` and ``b`` (integral of |F_a - F_b|)."""
     a, b = _samples(a, b, "wasserstein1")
     values = np.sort(np.concatenate([a, b]))
     cdf_a = np.searchsorted(np.sort(a), values[:-1], side="right") / len(a)
@@ -97,7 +97,7 @@ def wasserstein1(a, b) -> float:
 
 
 def kl_divergence(a, b, bins: int = 20, eps: float = 1e-6) -> float:
-    """KL(P_a || P_b) of histograms of ``a`` and ``b`` on their common range (``bins`` bins, +eps smoothing)."""
+    """KL(P_a || P_b) of histograms of ``a`` and ``b`` on their common range (+eps smoothing)."""
     a, b = _samples(a, b, "kl_divergence")
     lo, hi = min(a.min(), b.min()), max(a.max(), b.max())
     if hi <= lo:

@@ -1,4 +1,4 @@
-"""SSL-ALPNet (Ouyang et al., ECCV 2020): a dilated ResNet encoder at 1/8 and adaptive local prototype pooling.
+"""SSL-ALPNet (Ouyang et al., ECCV 2020): a dilated ResNet encoder at 1/8, adaptive local prototype pooling.
 
 Shapes: images (B, C, H, W) with C = ``in_chans`` (grey slices are repeated to 3 channels by the model);
 features (B, 256, H/8, W/8); masks (B, 1, H, W) in [0, 1]; logits (B, 2, H, W) = [background, foreground].
@@ -154,7 +154,7 @@ class ALPNet(nn.Module):
         self, query: torch.Tensor, support: torch.Tensor, fg: torch.Tensor, window: int
     ) -> torch.Tensor:
         """(Q, 2, h, w) [bg, fg] scores from support features and a soft fg mask at feature size."""
-        # Background: local prototypes only; foreground: local + global (the reference's gridconv / gridconv+).
+        # Background: local prototypes only; foreground: local + global (reference: gridconv / gridconv+).
         bg = local_prototype_scores(query, support, 1 - fg, window, self.threshold, False, self.temperature)
         fg_scores = local_prototype_scores(query, support, fg, window, self.threshold, True, self.temperature)
         return torch.cat([bg, fg_scores], dim=1)
@@ -199,8 +199,8 @@ class ALPNet(nn.Module):
         """Prototype alignment (PANet): the query's predicted fg mask segments each support shot; mean CE.
 
         query_features (Q, C, h, w), query_logits (Q, 2, H, W), support_features (S, C, h, w),
-        support_mask (S, 1, H, W). As in the reference the predicted mask is a hard argmax (no gradient through
-        it) and the loss is averaged over shots.
+        support_mask (S, 1, H, W). As in the reference the predicted mask is a hard argmax (no gradient
+        through it) and the loss is averaged over shots.
         """
         predicted = query_logits.argmax(dim=1, keepdim=True).float()
         fg = F.interpolate(predicted, size=query_features.shape[-2:], mode="bilinear")

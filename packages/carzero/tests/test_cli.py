@@ -211,6 +211,20 @@ def test_test_verb_reports_zero_shot_auc(trained, tiny_bert_dir):
     assert {"test/auc", "test/auc_head", "test/auc_medium", "test/auc_tail"} <= set(metrics)
 
 
+def test_test_verb_on_an_official_test_set_equals_evaluate(trained, tiny_bert_dir, tmp_path):
+    root, _, _ = trained
+    data = demo_data(root)
+    args = [*run_args("test", root, tiny_bert_dir), "--ckpt_path", "last", "--data.test_set=chestxray14",
+            f"--data.test_root={data}"]  # fmt: skip
+    cli = main(args)
+    from medzoo.synthetic import NIH_FINDINGS
+
+    assert cli.datamodule.test_class_names == list(NIH_FINDINGS)
+    evaluated = main(["evaluate", "--dataset", "chestxray14", "--root", str(data), "--ckpt_path", "last",
+                      "--root_dir", str(root / "run"), "--output_dir", str(tmp_path)])  # fmt: skip
+    assert float(cli.trainer.callback_metrics["test/auc"]) == pytest.approx(evaluated["auc"], abs=1e-5)
+
+
 def test_evaluate_grouping_from_the_real_nih_label_table(shared_data):
     nih = shared_data / "cxr-nih"
     table_path = nih / "metadata" / "Data_Entry_2017_v2020.csv.gz"

@@ -409,6 +409,9 @@ class CARZeroDataModule(MedzooDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict":
             return  # predict reads only `predict_root`
+        if stage == "test" and self.test_set:
+            self._setup_official_test_set()  # needs no training CSV
+            return
         root = self.dataset_root()
         frame = self._frame(root)
         csv_path = root / self.csv
@@ -424,15 +427,23 @@ class CARZeroDataModule(MedzooDataModule):
                 self.datasets[f"{split}_labels"] = LabelledImageDataset(paths, self._labels(part), test_tf)
         if stage in ("test", None):
             if self.test_set:
-                test = load_test_set(self.test_set, self.test_root or root)
-                self.test_class_names = test.class_names
-                self.datasets["test"] = LabelledImageDataset(test.image_paths, test.labels, test_tf)
+                self._setup_official_test_set()
             elif self.class_names:
                 part = frame[frame[self.split_column] == "test"]
                 self.test_class_names = self.class_names
                 self.datasets["test"] = LabelledImageDataset(
                     self._paths(root, part, csv_path), self._labels(part), test_tf
                 )
+
+    def _setup_official_test_set(self) -> None:
+        root = self.test_root or self.root
+        if root is None:
+            raise MedzooDataError(
+                "--data.test_root", "not set", f"the folder of the {self.test_set} test set"
+            )
+        test = load_test_set(self.test_set, root)
+        self.test_class_names = test.class_names
+        self.datasets["test"] = LabelledImageDataset(test.image_paths, test.labels, self.eval_transform())
 
     def train_batch_size(self, epoch: int) -> int:
         if self.batch_size_schedule is None:

@@ -196,3 +196,42 @@ def test_wrong_rank_volume_and_bad_variant_are_errors(tiny_lm_dir):
         create_vision_encoder("huge")
     with pytest.raises(MedzooDataError, match="depht"):
         create_vision_encoder("tiny", depht=3)
+
+
+def test_overfit_one_pair_then_save_load_generate_is_identical(tiny_lm_dir, tmp_path):
+    from ct_vlm.data import format_prompt, tokenize_conversations
+    from medzoo.weights import load_weights, save_weights
+
+    torch.manual_seed(0)
+    model, tokenizer = tiny_vlm(tiny_lm_dir)
+    volume = torch.rand(1, 1, 32, 32, 16)
+    report = "A small lesion is seen on the left side. No other findings."
+    prompt = [format_prompt("Write the radiology report.")]
+    batch = tokenize_conversations(tokenizer, prompt, [report], max_length=64)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    for _ in range(120):
+        loss = model(volume, **batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    query = tokenize_conversations(tokenizer, prompt)
+    ids = model.generate(volume, **query, max_new_tokens=40, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    assert tokenizer.decode(ids[0], skip_special_tokens=True).strip() == report
+
+    # Save: the LM through save_pretrained, ViT + projector as safetensors; load through from_pretrained.
+    model.language_model.save_pretrained(tmp_path / "lm")
+    tokenizer.save_pretrained(tmp_path / "lm")
+    save_weights({k: v for k, v in model.state_dict().items() if not k.startswith("language_model.")},
+                 tmp_path / "vision.safetensors")  # fmt: skip
+    reloaded, tokenizer2 = tiny_vlm(tmp_path / "lm")
+    missing, unexpected = reloaded.load_state_dict(
+        load_weights(tmp_path / "vision.safetensors"), strict=False
+    )
+    assert not unexpected and all(k.startswith("language_model.") for k in missing)
+    reloaded.eval()
+    query2 = tokenize_conversations(tokenizer2, prompt)
+    ids2 = reloaded.generate(volume, **query2, max_new_tokens=40, eos_token_id=tokenizer2.eos_token_id,
+                             pad_token_id=tokenizer2.pad_token_id)  # fmt: skip
+    assert torch.equal(ids, ids2)

@@ -62,6 +62,12 @@ def splice_visual_tokens(
     return torch.stack(embeds), torch.stack(masks), torch.stack(targets) if labels is not None else None
 
 
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids counting only attended tokens (as transformers' generate does): left or right padding
+    then gives every real token the same position in training and in generation."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
 def apply_lora(
     language_model: nn.Module,
     r: int = 8,
@@ -154,7 +160,9 @@ class CTVLM(nn.Module):
         labels: torch.Tensor | None = None,
     ) -> Any:
         embeds, mask, targets = self.prepare_inputs(volume, input_ids, attention_mask, labels)
-        return self.language_model(inputs_embeds=embeds, attention_mask=mask, labels=targets)
+        return self.language_model(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=positions_from_mask(mask), labels=targets
+        )
 
     @torch.no_grad()
     def generate(
@@ -176,4 +184,7 @@ class CTVLM(nn.Module):
     ) -> torch.Tensor:
         """(B, V) logits of the token after the (left-padded) prompt: yes/no probabilities for diagnosis."""
         embeds, mask, _ = self.prepare_inputs(volume, input_ids, attention_mask)
-        return self.language_model(inputs_embeds=embeds, attention_mask=mask).logits[:, -1]
+        output = self.language_model(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=positions_from_mask(mask)
+        )
+        return output.logits[:, -1]

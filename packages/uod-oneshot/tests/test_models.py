@@ -17,6 +17,7 @@ def net(request):
 def test_domain_specific_parameters_differ_and_shared_ones_are_one_tensor(net):
     a, b = net.domain_specific_parameters(0), net.domain_specific_parameters(1)
     assert a and b and not set(a) & set(b)
+
     # each domain's copy is its own tensor (not the same storage) with the same shapes
     def shapes(params):  # the heads differ by design: one output per landmark of the domain
         return sorted(tuple(p.shape) for n, p in params.items() if not n.startswith("heads."))
@@ -36,7 +37,9 @@ def test_a_step_on_domain_a_leaves_domain_b_specific_parameters_unchanged(net):
     net.train()
     before_b = {n: p.detach().clone() for n, p in net.domain_specific_parameters(1).items()}
     before_a = {n: p.detach().clone() for n, p in net.domain_specific_parameters(0).items()}
-    shared_before = {n: p.detach().clone() for n, p in net.named_parameters() if "pointwise1" in n or ".k." in n}
+    shared_before = {
+        n: p.detach().clone() for n, p in net.named_parameters() if "pointwise1" in n or ".k." in n
+    }
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
     out = net(torch.randn(2, 3, 64, 64), 0)
     loss = sum(o.square().mean() for o in out) if isinstance(out, list) else out.square().mean()

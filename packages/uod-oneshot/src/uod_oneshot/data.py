@@ -482,6 +482,12 @@ class UODDataModule(MedzooDataModule):
                 f"domain {spec.name!r} ({request.root})", "no training images", "at least one image"
             )
         template = self.template_index(spec, train)
+        if not np.isfinite(train[template].coords).all():
+            raise MedzooDataError(
+                f"domain {spec.name!r} template {train[template].image}",
+                "missing landmarks (NaN)",
+                f"all {spec.num_landmarks} landmarks annotated on the one-shot template",
+            )
         rest = [i for i in range(len(train)) if i != template]
         keep, val = seeded_split(len(rest), (1.0 - self.val_fraction, self.val_fraction), self.seed)
         return {

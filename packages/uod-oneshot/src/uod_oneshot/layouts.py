@@ -206,6 +206,10 @@ def read_scr_landmarks(path: str | os.PathLike) -> np.ndarray:
         for label, (_, keep) in SCR_POINTS.items():
             if label in line and label not in found:
                 points = []
+                if i + 2 + max(keep) >= len(lines):
+                    raise MedzooDataError(
+                        path, f"a truncated {label!r} contour", "44/50 points after the count"
+                    )
                 for j in keep:
                     text = "".join(c for c in lines[i + 2 + j] if c not in " {}").rstrip(",")
                     try:

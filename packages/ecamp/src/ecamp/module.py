@@ -15,7 +15,6 @@ from ecamp.models import (
     attention_to_patch_grid,
     create_encoder,
     create_model,
-    dice_coefficient,
     masked_image_loss,
     segmentation_loss,
     weighted_mlm_loss,
@@ -31,8 +30,8 @@ def _adamw() -> OptimizerCallable:
 
 
 def decay_groups(module: torch.nn.Module) -> list[dict[str, Any]]:
-    """Parameter groups: weight decay on matrices and convolutions; none on biases and other 1-D tensors
-    (norms, the class token is 3-D and keeps decay, as in the reference)."""
+    """AdamW parameter groups: decay on every tensor of 2 or more dimensions (weights, convolutions, the class
+    and mask tokens, as the reference); none on biases and other 1-D tensors (norms)."""
     decay, no_decay = [], []
     for name, param in module.named_parameters():
         if not param.requires_grad:
@@ -373,4 +372,4 @@ class FinetuneModule(_GroupedOptimizerMixin, MedzooModule):
         return SegmentationWriter(threshold=self.threshold)
 
 
-__all__ = ["ECAMPModule", "FinetuneModule", "decay_groups", "dice_coefficient", "load_pretrained_encoder"]
+__all__ = ["ECAMPModule", "FinetuneModule", "decay_groups", "load_pretrained_encoder"]

@@ -53,7 +53,8 @@ class DomainSpec:
         mean, std: intensity normalisation of the [0, 1] grey image.
         pad_to_square: pad right/bottom to a square before resizing (the reference does it for the head).
         annotation_file, image_dir, label_dir, spacing: layout settings (see ``uod_oneshot.layouts``).
-        synthetic_images, synthetic_size, synthetic_seed: the phantom set of a ``root: null`` domain.
+        synthetic_images, synthetic_size, synthetic_seed, synthetic_rotation_deg, synthetic_translation: the
+            phantom set of a ``root: null`` domain (pose variation: rotation in +-deg, shift in half-sides).
     """
 
     name: str
@@ -71,6 +72,8 @@ class DomainSpec:
     synthetic_images: int = 40
     synthetic_size: tuple[int, int] = (256, 256)
     synthetic_seed: int = 0
+    synthetic_rotation_deg: float = 15.0
+    synthetic_translation: float = 0.06
 
     @classmethod
     def from_config(cls, value: DomainSpec | dict[str, Any], where: str) -> DomainSpec:
@@ -445,7 +448,8 @@ class UODDataModule(MedzooDataModule):
             return Path(spec.root).expanduser()
         h, w = spec.synthetic_size
         k, n, seed = spec.num_landmarks, spec.synthetic_images, spec.synthetic_seed
-        name = f"{spec.name}-phantoms-k{k}-n{n}-{h}x{w}-seed{seed}"
+        pose = f"-rot{spec.synthetic_rotation_deg:g}-shift{spec.synthetic_translation:g}"
+        name = f"{spec.name}-phantoms-k{k}-n{n}-{h}x{w}-seed{seed}{pose}"
         return self.demo_dir() / name
 
     def prepare_data(self) -> None:
@@ -460,6 +464,8 @@ class UODDataModule(MedzooDataModule):
                     num_landmarks=spec.num_landmarks,
                     size=spec.synthetic_size,
                     seed=spec.synthetic_seed,
+                    rotation_deg=spec.synthetic_rotation_deg,
+                    translation=spec.synthetic_translation,
                 )
 
     # -- splits -------------------------------------------------------------------------------------------

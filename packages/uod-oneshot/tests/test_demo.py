@@ -1,0 +1,54 @@
+"""The demo's target, end to end on a CPU: stage 1 -> one-shot pseudo-labels -> stage 2 -> test.
+
+Asserted (issue 13): on two generated phantom domains with one template each,
+- the pseudo-labels' MRE is below half the mean-shape MRE (per domain), and
+- stage 2's test MRE is below the pseudo-labels' MRE (mean over the domains).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pandas as pd
+import pytest
+
+from uod_oneshot.cli import main
+
+SSL_EPOCHS = 10
+DATR_EPOCHS = 12
+
+
+@pytest.mark.slow
+def test_demo_pipeline_reaches_the_target(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDZOO_CACHE", str(tmp_path / "cache"))
+    quiet = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    ssl_root, datr_root = tmp_path / "ssl", tmp_path / "datr"
+    start = time.perf_counter()
+    main(["ssl", "fit", "--config", "ssl_demo", "--trainer.default_root_dir", str(ssl_root),
+          "--trainer.max_epochs", str(SSL_EPOCHS), *quiet])  # fmt: skip
+    main(["pseudo-label", "--ckpt_path", "last", "--root_dir", str(ssl_root), "--accelerator", "cpu"])
+    summary = json.loads((ssl_root / "pseudo_labels" / "summary.json").read_text())
+    main(["fit", "--config", "demo", "--trainer.default_root_dir", str(datr_root),
+          "--data.pseudo_labels", str(ssl_root / "pseudo_labels"), "--trainer.max_epochs", str(DATR_EPOCHS), *quiet])  # fmt: skip
+    main(
+        [
+            "test",
+            "--config",
+            "demo",
+            "--trainer.default_root_dir",
+            str(datr_root),
+            "--ckpt_path",
+            "last",
+            *quiet,
+        ]
+    )
+    elapsed = time.perf_counter() - start
+    metrics = pd.concat(pd.read_csv(p) for p in (datr_root / "csv").glob("version_*/metrics.csv"))
+    test = {name: float(metrics[f"test/{name}/mre"].dropna().iloc[-1]) for name in ("a", "b")}
+    pseudo = {name: summary[name]["pseudo"]["mre"] for name in ("a", "b")}
+    mean_shape = {name: summary[name]["mean_shape"]["mre"] for name in ("a", "b")}
+    print(f"pseudo {pseudo}, mean-shape {mean_shape}, stage-2 test {test}, {elapsed:.0f} s")
+    for name in ("a", "b"):
+        assert pseudo[name] < 0.5 * mean_shape[name], (name, pseudo, mean_shape)
+    assert sum(test.values()) / 2 < sum(pseudo.values()) / 2, (test, pseudo)

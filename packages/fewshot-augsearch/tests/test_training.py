@@ -94,6 +94,22 @@ def test_cli_search_fit_test_predict_round_trip(tmp_path, demo_cache, capsys):
     )
     assert fit.datamodule.params == searched  # fit trains with the searched theta
     assert (root / "checkpoints" / "last.ckpt").is_file()
+    cosine = tmp_path / "theta_cosine.yaml"
+    main(
+        [
+            "search",
+            "--image_size=32",
+            "--crop_size=24",
+            "--n_bins=4",
+            "--n_augment=1",
+            "--max_anchors=4",
+            "--factors=[0, 2]",
+            "--similarity=feature_cosine",
+            f"--ckpt_path={root / 'checkpoints' / 'last.ckpt'}",
+            f"--output={cosine}",
+        ]
+    )
+    assert load_params(cosine).rotate in (0.0, 10.0)  # one of the two candidates, scored by the encoder
     test = main(
         [
             "test",

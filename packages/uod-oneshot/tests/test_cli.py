@@ -117,7 +117,8 @@ def test_cli_pipeline_round_trip(tmp_path, monkeypatch):
 def test_mismatched_landmark_counts_between_model_and_data(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDZOO_CACHE", str(tmp_path / "cache"))
     args = ["fit", "--config", "demo", "--data.domains", _domains(tmp_path), "--data.labels", "ground_truth",
-            "--model.num_landmarks", "[6, 7]", "--trainer.default_root_dir", str(tmp_path / "r"), *STEPS, *QUIET]  # fmt: skip
+            "--model.num_landmarks", "[6, 7]", "--trainer.default_root_dir", str(tmp_path / "r"),
+            *STEPS, *QUIET]  # fmt: skip
     with pytest.raises(MedzooDataError, match="landmark counts"):
         main(args)
 

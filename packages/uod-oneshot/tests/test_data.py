@@ -70,7 +70,7 @@ def test_scr_landmarks_are_points_0_21_29_and_0_21_27_doubled(tmp_path):
     expected = [(0, 0), (21, 42), (29, 58), (500, 0), (521, 63), (527, 81)]
     assert coords.tolist() == [[2.0 * x, 2.0 * y] for x, y in expected]
     (tmp_path / "bad.pfs").write_text("[Label=right lung]\n44\n{1, 2},\n")
-    with pytest.raises(MedzooDataError, match="bad.pfs"):
+    with pytest.raises(MedzooDataError, match=r"bad\.pfs"):
         read_scr_landmarks(tmp_path / "bad.pfs")
 
 

@@ -29,8 +29,10 @@ def test_demo_pipeline_reaches_the_target(tmp_path, monkeypatch):
           "--trainer.max_epochs", str(SSL_EPOCHS), *quiet])  # fmt: skip
     main(["pseudo-label", "--ckpt_path", "last", "--root_dir", str(ssl_root), "--accelerator", "cpu"])
     summary = json.loads((ssl_root / "pseudo_labels" / "summary.json").read_text())
+    labels = str(ssl_root / "pseudo_labels")
     main(["fit", "--config", "demo", "--trainer.default_root_dir", str(datr_root),
-          "--data.pseudo_labels", str(ssl_root / "pseudo_labels"), "--trainer.max_epochs", str(DATR_EPOCHS), *quiet])  # fmt: skip
+          "--data.pseudo_labels", labels,
+          "--trainer.max_epochs", str(DATR_EPOCHS), *quiet])  # fmt: skip
     main(
         [
             "test",

@@ -36,7 +36,7 @@ def test_infonce_on_planted_features_matches_the_hand_computed_value():
     # a single stride is also the coarsest: the whole map (256 cells)
     whole = -math.log(math.exp(cos_gt) / (math.exp(cos_gt) + 255))
     assert float(total) == pytest.approx(whole, rel=1e-5)
-    two, terms = multiscale_infonce_loss(
+    _, terms = multiscale_infonce_loss(
         [feats[..., ::4, ::4], feats], [crop[..., ::4, ::4], crop], full_pts * 1, crop_pts, strides=(8, 2)
     )
     assert float(terms[1]) == pytest.approx(expected, rel=1e-5)
@@ -61,7 +61,8 @@ def test_pseudo_labelling_recovers_a_planted_landmark_in_a_shifted_copy():
     template = [torch.randn(1, 16, size // s, size // s) for s in strides]
     shift = (32, 64)  # (x, y) px, a multiple of every stride
     target = [
-        torch.roll(f, shifts=(shift[1] // s, shift[0] // s), dims=(2, 3)) for f, s in zip(template, strides)
+        torch.roll(f, shifts=(shift[1] // s, shift[0] // s), dims=(2, 3))
+        for f, s in zip(template, strides, strict=True)
     ]
     points = torch.tensor([[20.0, 10.0], [40.5, 30.0], [9.0, 50.0]])
     queries = template_features(template, points, strides)

@@ -168,3 +168,27 @@ def test_datamodule_bad_settings(tmp_path):
         LTMLDataModule(split_level="study")
     with pytest.raises(MedzooDataError, match="no such folder"):
         LTMLDataModule(root=str(tmp_path / "absent"), layout="nih").setup("fit")
+
+
+def test_ltml_mimic_path_column_and_split_column(tmp_path):
+    frame = _write_mimic(tmp_path, [(10000032, 50414267, {"Atelectasis": 1}), (11000011, 51000001, {})])
+    frame["image_path"] = [
+        "files/p10/p10000032/s50414267/d0000.jpg",
+        "files/p11/p11000011/s51000001/d0001.jpg",
+    ]
+    frame["split"] = ["validate", "test"]
+    frame.drop(columns=["dicom_id", "subject_id", "study_id"]).to_csv(tmp_path / "labels.csv", index=False)
+    table = load_ltml_mimic(tmp_path, labels_csv="labels.csv", path_column="image_path")
+    assert table.paths[1] == tmp_path / "files/p11/p11000011/s51000001/d0001.jpg"
+    assert table.split.tolist() == ["val", "test"] and table.patients is None
+
+
+def test_class_aware_training_loader(tmp_path):
+    dm = LTMLDataModule(
+        root=str(tmp_path / "demo"), layout="nih", image_size=32, batch_size=4, class_aware=True,
+        synthetic={"n_images": 30, "size": [48, 48], "min_positives_per_class": 2},
+    )  # fmt: skip
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert isinstance(loader.sampler, ClassAwareSampler) and len(loader.sampler) == len(dm.datasets["train"])
+    assert next(iter(loader))["labels"].shape == (4, 14)

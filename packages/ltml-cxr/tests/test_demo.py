@@ -12,10 +12,12 @@ from ltml_cxr.models import LOSS_NAMES
 
 @pytest.mark.slow
 def test_every_loss_learns_the_demo(tmp_path):
-    """Each loss, trained with the demo config (8 epochs), reaches a test mAP of at least 3x chance.
+    """Each loss, trained with the demo config (8 epochs), ranks well above chance on the test split.
 
-    Chance mAP (a random ranking) is the mean prevalence of the classes in the test split; the macro AUC must
-    also clear 0.65. The paper's ordering between the losses is reported in the README, not asserted.
+    Chance AP of a class is its test prevalence (a random ranking); chance mAP is their mean. Asserted for
+    each of the six losses: test mAP >= 3 x chance mAP, and AP above the class's prevalence for at least
+    three quarters of the classes. The paper's ordering between the losses is reported in the README, not
+    asserted.
     """
     data = tmp_path / "demo"
     results = {}
@@ -28,15 +30,18 @@ def test_every_loss_learns_the_demo(tmp_path):
         best = sorted((runs / "checkpoints").glob("best-*.ckpt"))[-1]
         main(["test", *common, "--ckpt_path", str(best)])
         logs = pd.concat(pd.read_csv(p) for p in (runs / "csv").glob("version_*/metrics.csv"))
-        results[loss] = {k: logs[f"test/{k}"].dropna().iloc[-1] for k in ("mAP", "auc_macro_all", "mAP_tail")}
-    test_names = set((data / "test_list.txt").read_text().split())
-    table = pd.read_csv(data / "Data_Entry_2017.csv")
-    findings = table.loc[table["Image Index"].isin(test_names), "Finding Labels"].str.split("|")
-    from ltml_cxr.data import CHESTXRAY14_CLASSES
-
-    prevalence = np.array([[c in row for c in CHESTXRAY14_CLASSES] for row in findings]).mean(axis=0)
-    chance = float(prevalence[prevalence > 0].mean())
-    print({"chance_mAP": chance, **results})
+        last = {key: logs[key].dropna().iloc[-1] for key in logs if key.startswith("test/")}
+        names = [key.removeprefix("test/AP_") for key in last if key.startswith("test/AP_")]
+        ap = np.array([last[f"test/AP_{n}"] for n in names])
+        prevalence = np.array([last[f"test/prevalence_{n}"] for n in names])
+        defined = np.isfinite(ap) & (prevalence > 0)
+        results[loss] = {
+            "mAP": last["test/mAP"],
+            "chance": float(prevalence[defined].mean()),
+            "share_above_prevalence": float((ap[defined] > prevalence[defined]).mean()),
+            "auc_macro": last["test/auc_macro_all"],
+        }
+    print(results)
     for loss, values in results.items():
-        assert values["mAP"] >= 3 * chance, (loss, values, chance)
-        assert values["auc_macro_all"] >= 0.65, (loss, values)
+        assert values["mAP"] >= 3 * values["chance"], (loss, values)
+        assert values["share_above_prevalence"] >= 0.75, (loss, values)

@@ -25,7 +25,8 @@ def test_paper_model_is_resnet50_with_pfc_neck():
 
 def test_neck_is_gap_fc_bn_without_relu():
     neck = PFCNeck(4, 3, dropout=0.0).eval()
-    features = torch.randn(2, 4, 5, 5)
+    torch.nn.init.constant_(neck.fc.bias, -5.0)  # FC outputs well below 0: a ReLU would zero them
+    features = torch.rand(2, 4, 5, 5)
     expected = neck.bn(neck.fc(features.mean(dim=(2, 3))))
     torch.testing.assert_close(neck(features), expected)
     assert (neck(features) < 0).any()  # no ReLU after the BN, as in the reference

@@ -19,6 +19,7 @@ from ltml_cxr.cli import main as ltml_cxr
 from ltml_cxr.models import LOSS_NAMES
 
 METRICS = ("mAP_head", "mAP_medium", "mAP_tail", "mAP_all", "auc_macro_all", "f1_macro_all")
+COLUMNS = (*METRICS, "share_ap_above_prevalence")
 
 
 def run(loss: str, seed: int, out: Path, extra: list[str]) -> dict[str, float]:
@@ -32,8 +33,13 @@ def run(loss: str, seed: int, out: Path, extra: list[str]) -> dict[str, float]:
     best = sorted((root / "checkpoints").glob("best-*.ckpt"))[-1]
     ltml_cxr(["test", *common, "--ckpt_path", str(best)])
     logs = pd.concat(pd.read_csv(p) for p in sorted((root / "csv").glob("version_*/metrics.csv")))
+    logs = logs.rename(columns={"test/mAP": "test/mAP_all"})
     last = {name: logs[f"test/{name}"].dropna().iloc[-1] for name in METRICS if f"test/{name}" in logs}
-    return {"loss": loss, "seed": seed, **last}
+    final = {key: logs[key].dropna().iloc[-1] for key in logs if key.startswith("test/AP_")}
+    above = [
+        value > logs[key.replace("/AP_", "/prevalence_")].dropna().iloc[-1] for key, value in final.items()
+    ]
+    return {"loss": loss, "seed": seed, **last, "share_ap_above_prevalence": sum(above) / max(1, len(above))}
 
 
 def main() -> None:
@@ -47,11 +53,12 @@ def main() -> None:
     table = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "results.csv", index=False)
-    summary = table.groupby("loss", sort=False)[[m for m in METRICS if m in table]].agg(["mean", "std"])
-    print("| loss | " + " | ".join(m for m in METRICS if m in table) + " |")
+    columns = [m for m in COLUMNS if m in table]
+    summary = table.groupby("loss", sort=False)[columns].agg(["mean", "std"])
+    print("| loss | " + " | ".join(columns) + " |")
     print("|---" * (1 + len(summary.columns) // 2) + "|")
     for loss, row in summary.iterrows():
-        cells = [f"{row[(m, 'mean')]:.3f} ± {row[(m, 'std')]:.3f}" for m in METRICS if m in table]
+        cells = [f"{row[(m, 'mean')]:.3f} ± {row[(m, 'std')]:.3f}" for m in columns]
         print(f"| {loss} | " + " | ".join(cells) + " |")
 
 

@@ -11,6 +11,7 @@ Layouts (``LAYOUTS``, chosen with ``--data.layout``):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms as T
 
 from medzoo.errors import MedzooDataError
+from medzoo.io import write_json
 from medzoo.lightning import MedzooDataModule, epoch_seed
 
 __all__ = [
@@ -437,8 +439,8 @@ class LTMLDataModule(MedzooDataModule):
 
     Args:
         root: the dataset folder; None = the generated demo set (``medzoo.synthetic.make_cxr_dataset`` in the
-            ChestX-ray14 layout) under ``$MEDZOO_CACHE/ltml-cxr/demo``; a missing or empty folder with
-            ``synthetic`` set is generated there.
+            ChestX-ray14 layout) under ``$MEDZOO_CACHE/ltml-cxr/<demo_name()>``; a missing or empty folder
+            with ``synthetic`` set is generated there.
         layout: ``"ltml_mimic"`` or ``"nih"`` (``LAYOUTS``).
         labels_csv, path_column: the label CSV of the ``ltml_mimic`` layout and its image-path column.
         class_names: the classes (default: the layout's, 39 or 14).
@@ -495,9 +497,15 @@ class LTMLDataModule(MedzooDataModule):
     # -- the dataset folder --------------------------------------------------------------------------------
     def dataset_root(self) -> Path:
         """The data folder; generates the synthetic demo set first when it is needed and configured."""
-        target = self.root if self.root is not None else self.demo_dir() / "demo"
-        target = Path(target).expanduser()
+        target = Path(self.root).expanduser() if self.root is not None else self.demo_dir() / self.demo_name()
+        record = target / "generator.json"  # the settings a generated set was made with
         if target.is_dir() and any(target.iterdir()):
+            if self.synthetic is not None and record.is_file():
+                made = json.loads(record.read_text())
+                if made != json.loads(json.dumps(self.synthetic)):
+                    raise MedzooDataError(
+                        record, f"a demo set generated with {made}", f"{self.synthetic}; delete the folder"
+                    )
             return target
         if self.synthetic is None:
             raise MedzooDataError(
@@ -515,7 +523,14 @@ class LTMLDataModule(MedzooDataModule):
         if self.class_names_arg:
             settings.setdefault("classes", self.class_names_arg)
         make_cxr_dataset(target, **settings)
+        write_json(record, self.synthetic)
         return target
+
+    def demo_name(self) -> str:
+        """The demo set's folder name, keyed by its main settings, e.g. ``demo-n800-64x64-seed0``."""
+        settings = self.synthetic or {}
+        height, width = settings.get("size", (256, 256))
+        return f"demo-n{settings.get('n_images', 64)}-{height}x{width}-seed{settings.get('seed', 0)}"
 
     def prepare_data(self) -> None:
         if self.root is None or self.synthetic is not None:

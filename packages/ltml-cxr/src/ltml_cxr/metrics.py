@@ -7,9 +7,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from medzoo.metrics import auroc, f1_scores, group_classes_by_frequency, mean_average_precision
+from medzoo.metrics import (
+    auroc,
+    average_precision,
+    f1_scores,
+    group_classes_by_frequency,
+    mean_average_precision,
+)
 
-__all__ = ["GROUPS", "frequency_groups", "long_tail_metrics"]
+__all__ = ["GROUPS", "frequency_groups", "long_tail_metrics", "per_class_average_precision"]
 
 GROUPS = ("head", "medium", "tail", "all")
 
@@ -48,3 +54,10 @@ def long_tail_metrics(
         metrics[f"f1_macro_{name}"] = f1["macro"]
         metrics[f"f1_micro_{name}"] = f1["micro"]
     return metrics
+
+
+def per_class_average_precision(targets: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """(C,) average precision per class of (N, C) targets and logits (NaN: a class with one label value)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.asarray(average_precision(targets, logits, average=None), dtype=np.float64)

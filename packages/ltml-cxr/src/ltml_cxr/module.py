@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 
-from ltml_cxr.metrics import frequency_groups, long_tail_metrics
+from ltml_cxr.metrics import frequency_groups, long_tail_metrics, per_class_average_precision
 from ltml_cxr.models import build_loss, create_model
 from ltml_cxr.writers import ProbabilityWriter
 from medzoo.errors import MedzooDataError
@@ -171,9 +171,17 @@ class LTMLModule(MedzooModule):
         self.outputs[stage].reset()
         if not len(values["logits"]):
             return {}
-        metrics = long_tail_metrics(
-            values["targets"].cpu().numpy(), values["logits"].cpu().numpy(), self.groups()
-        )
+        targets, logits = values["targets"].cpu().numpy(), values["logits"].cpu().numpy()
+        metrics = long_tail_metrics(targets, logits, self.groups())
+        if stage == "test":  # per-class AP and prevalence, for reports on single classes
+            for name, ap, share in zip(
+                self.class_names,
+                per_class_average_precision(targets, logits),
+                targets.mean(axis=0),
+                strict=True,
+            ):
+                key = name.replace(" ", "_")
+                metrics[f"AP_{key}"], metrics[f"prevalence_{key}"] = float(ap), float(share)
         for name, value in metrics.items():
             key = f"{stage}/mAP" if name == "mAP_all" else f"{stage}/{name}"
             self.log(key, float(np.nan_to_num(value, nan=0.0)) if key == f"{stage}/mAP" else value,

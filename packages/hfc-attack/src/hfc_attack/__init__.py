@@ -1,4 +1,4 @@
-"""hfc-attack: Hierarchical Feature Constraint attacks and adversarial-example detectors (Yao et al., 2021)."""
+"""hfc-attack: Hierarchical Feature Constraint attacks and adversarial-example detectors (Yao et al.)."""
 
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ PGD, MI-FGSM, DI, TI) shares one loop:
     g_t = grad_x L(x_t);  g_t <- smooth_TI(g_t) / mean|g_t|;  m_t = g_t + mu * m_{t-1}
     x_{t+1} = clip_[0,1](clip_{x_0 +- eps}(x_t + s * alpha * sign(m_t)))
 
-with ``s = +1`` (ascend CE on the true label, untargeted) or ``s = -1`` (descend CE toward a target class, then
-``L = CE(f(x), t) + lambda * HFC(x, t)``). CW-L2 optimises in tanh space with Adam.
+with ``s = +1`` (ascend CE on the true label, untargeted) or ``s = -1`` (descend CE toward a target class,
+then ``L = CE(f(x), t) + lambda * HFC(x, t)``). CW-L2 optimises in tanh space with Adam.
 """
 
 from __future__ import annotations

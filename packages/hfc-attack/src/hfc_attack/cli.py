@@ -9,7 +9,7 @@ Examples (the demo, CPU, offline)::
     hfc-attack attack --attack bim --eps 2 --split test
     hfc-attack attack --attack bim --eps 2 --split test --hfc true
     hfc-attack fit-detectors --attack_dir runs/hfc-attack-demo/attacks/bim-eps2/train
-    hfc-attack evaluate --attack_dirs runs/hfc-attack-demo/attacks/bim-eps2/test,runs/hfc-attack-demo/attacks/bim_hfc-eps2/test
+    hfc-attack evaluate --attack_dirs A/bim-eps2/test,A/bim_hfc-eps2/test   # A = runs/hfc-attack-demo/attacks
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 
 from hfc_attack.attacks import build_attack, other_class
 from hfc_attack.data import ClassificationDataModule, ImageClassificationDataset
-from hfc_attack.detectors import DETECTORS, DetectorInputs, load_detectors, save_detectors
+from hfc_attack.detectors import DETECTORS, load_detectors, save_detectors
 from hfc_attack.gmm import ClassConditionalGMMs, fit_class_gmms
 from hfc_attack.module import ClassifierModule
 from hfc_attack.pipeline import detector_inputs
@@ -116,7 +116,8 @@ def fit_gmm(
     gmms = fit_class_gmms(features, labels.numpy()[correct], n_components, n_init, max_iter, seed=seed)
     path = gmms.save(Path(output) if output is not None else Path(root_dir) / "gmm.npz")
     print(
-        f"fitted {len(gmms.layers)} layers x {len(np.unique(labels[correct]))} classes on {int(correct.sum())} images -> {path}"
+        f"fitted {len(gmms.layers)} layers x {len(np.unique(labels[correct]))} classes "
+        f"on {int(correct.sum())} images -> {path}"
     )
     return path
 

@@ -119,7 +119,7 @@ def pneumonia_layout(root: Path, fractions: Sequence[float], seed: int) -> list[
 
 
 def aptos_layout(root: Path, fractions: Sequence[float], seed: int) -> list[Record]:
-    """APTOS 2019: ``train.csv`` (id_code, diagnosis 0-4) and ``train_images/<id_code>.png``; label = grade > 0.
+    """APTOS 2019: ``train.csv`` (id_code, diagnosis 0-4), ``train_images/<id_code>.png``; label: grade > 0.
 
     Only the official training set has grades: it is split train/val/test with ``fractions``.
     """

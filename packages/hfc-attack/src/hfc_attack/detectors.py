@@ -78,7 +78,7 @@ def kernel_density_scores(
     pred: np.ndarray,
 ) -> np.ndarray:
     """(N,) ``-log KDE_{pred}(x)``: Gaussian kernel density of each row under the clean features of its
-    predicted class (scikit-learn's ``KernelDensity(kernel="gaussian")`` density); higher = more adversarial."""
+    predicted class (scikit-learn's ``KernelDensity(kernel="gaussian")``); higher = more adversarial."""
     out = np.empty(len(x))
     for cls in np.unique(pred):
         ref = train[train_labels == cls]

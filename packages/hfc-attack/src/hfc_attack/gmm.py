@@ -37,7 +37,7 @@ class ClassConditionalGMMs:
         """Write every array plus a JSON index of layers and classes into one npz, atomically."""
         arrays: dict[str, np.ndarray] = {}
         index = {layer: sorted(per) for layer, per in self.params.items()}
-        for li, (layer, per) in enumerate(self.params.items()):
+        for li, (_layer, per) in enumerate(self.params.items()):
             for cls, p in per.items():
                 for field in _FIELDS:
                     arrays[f"l{li}_c{cls}_{field}"] = np.asarray(p[field], dtype=np.float64)

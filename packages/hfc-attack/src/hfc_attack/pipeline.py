@@ -46,7 +46,7 @@ def detector_inputs(
     bu_samples: int = 0,
     seed: int = 0,
 ) -> DetectorInputs:
-    """Pooled ReLU features, predictions and (``bu_samples > 0``) BU uncertainty of ``images`` (N, C, H, W)."""
+    """Pooled ReLU features, predictions and (``bu_samples > 0``) BU uncertainty of images (N, C, H, W)."""
     extractor = FeatureExtractor(model, max_channels=max_channels)
     model.eval()
     features: dict[str, list[np.ndarray]] = {}

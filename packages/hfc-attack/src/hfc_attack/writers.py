@@ -1,4 +1,4 @@
-"""Outputs: class probabilities (``predict``) and adversarial images with their perturbation norms (``attack``)."""
+"""Outputs: class probabilities (``predict``); adversarial images and perturbation norms (``attack``)."""
 
 from __future__ import annotations
 

@@ -16,10 +16,11 @@ class FeatureExtractor(nn.Module):
     """Runs ``model`` and returns its logits and the pooled output of every ReLU (the HFC features).
 
     A forward hook on each ``nn.ReLU`` (any ``layer_types``) records its output; a spatial output
-    ``(B, C, *spatial)`` is averaged to ``(B, C)``, a vector output ``(B, C)`` is kept. A module called several
-    times per forward (torchvision's Bottleneck reuses one ReLU three times) yields one feature per call,
-    named ``name``, ``name#1``, ``name#2``. Layers with more than ``max_channels`` channels are left out (the
-    reference skips them: their GMM covariances are too large), as are layers not in ``layers`` when given.
+    ``(B, C, *spatial)`` is averaged to ``(B, C)``; a vector output ``(B, C)`` is kept. A module called
+    several times per forward (torchvision's Bottleneck reuses one ReLU three times) yields one feature
+    per call, named ``name``, ``name#1``, ``name#2``. Layers with more than ``max_channels`` channels are
+    left out (the reference skips them: their GMM covariances are too large), as are layers not in
+    ``layers`` when given.
 
     Args:
         model: any classifier ``(B, C, H, W[, D]) -> (B, K)``; inputs are passed through unchanged.

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import KernelDensity
@@ -87,8 +88,11 @@ def test_detectors_separate_shifted_features_and_round_trip(name, tmp_path):
     rng = np.random.default_rng(2)
     clean, adv = _inputs(rng, 60, 0.0), _inputs(rng, 60, 1.5)
     labels = clean.pred.copy()
-    detector = DETECTORS[name]().fit(clean, adv, labels)
     test_clean, test_adv = _inputs(rng, 40, 0.0), _inputs(rng, 40, 1.5)
+    if name == "mahalanobis":  # pre-processed features come from the model; here: the features themselves
+        for inputs in (clean, adv, test_clean, test_adv):
+            inputs.preprocessed = inputs.features
+    detector = DETECTORS[name]().fit(clean, adv, labels)
     scores = detector.score(test_clean), detector.score(test_adv)
     assert detection_auroc(*scores) > 0.8
     loaded = load_detectors(save_detectors(tmp_path / "d.npz", {name: detector}))[name]
@@ -114,3 +118,20 @@ def test_bad_detector_inputs(tmp_path):
         BUDetector().score(DetectorInputs({"a": np.zeros((2, 2))}, np.zeros(2)))
     with pytest.raises(MedzooDataError, match="no such file"):
         load_detectors(tmp_path / "missing.npz")
+
+
+def test_mahalanobis_preprocessing_moves_features_toward_the_class_means(tiny_model, images):
+    from hfc_attack.pipeline import detector_inputs, mahalanobis_preprocess
+
+    # 96 images for 16-channel layers: a well-determined shared covariance.
+    x = torch.cat([images, torch.rand(92, 3, 32, 32, generator=torch.Generator().manual_seed(5))])
+    inputs = detector_inputs(tiny_model, x, max_channels=16)
+    detector = LayerFusionDetector("mahalanobis", noise=0.0005).fit_statistics(inputs, np.arange(96) % 2)
+    stepped = mahalanobis_preprocess(tiny_model, x, detector, max_channels=16)
+    for i, layer in enumerate(detector.layers):
+        means, precision = detector.params[f"{i}.means"], detector.params[f"{i}.precision"]
+        before = mahalanobis_scores(means, precision, inputs.features[layer])
+        after = mahalanobis_scores(means, precision, stepped[layer])
+        assert after.mean() < before.mean(), layer
+    with pytest.raises(MedzooDataError, match="pre-processed"):
+        detector.layer_scores(inputs)

@@ -25,10 +25,10 @@ import torch
 
 from hfc_attack.attacks import build_attack, other_class
 from hfc_attack.data import ClassificationDataModule, ImageClassificationDataset
-from hfc_attack.detectors import DETECTORS, load_detectors, save_detectors
+from hfc_attack.detectors import DETECTORS, LayerFusionDetector, load_detectors, save_detectors
 from hfc_attack.gmm import ClassConditionalGMMs, fit_class_gmms
 from hfc_attack.module import ClassifierModule
-from hfc_attack.pipeline import detector_inputs
+from hfc_attack.pipeline import detector_inputs, mahalanobis_preprocess
 from hfc_attack.writers import AdversarialImageWriter
 from medzoo.errors import MedzooDataError
 from medzoo.io import write_csv, write_json
@@ -281,7 +281,17 @@ def fit_detectors(
     for name in detectors:
         if name in ("bu", "kd_bu") and bu_samples <= 0:
             continue
-        fitted[name] = DETECTORS[name]().fit(clean_in, adv_in, labels.numpy())
+        detector = DETECTORS[name]()
+        if isinstance(detector, LayerFusionDetector) and detector.noise > 0:
+            # Pre-processing needs the fitted class means: statistics first, then the fusion head.
+            detector.fit_statistics(clean_in, labels.numpy())
+            for inputs, images in ((clean_in, clean), (adv_in, adv)):
+                inputs.preprocessed = mahalanobis_preprocess(
+                    module.model, images, detector, batch_size, max_channels
+                )
+            fitted[name] = detector.fit_head(clean_in, adv_in)
+            continue
+        fitted[name] = detector.fit(clean_in, adv_in, labels.numpy())
     path = save_detectors(Path(output) if output is not None else Path(root_dir) / "detectors.npz", fitted)
     print(f"fitted {', '.join(fitted)} on {len(clean)} clean + {len(adv)} adversarial images -> {path}")
     return path
@@ -312,7 +322,7 @@ def evaluate(
         data_root: dataset folder replacing the one recorded in the checkpoint.
         output_dir: default <root_dir>.
         max_channels: must equal the value used by fit-detectors.
-        bu_samples: MC-dropout samples for BU and KD+BU.
+        bu_samples: MC-dropout samples for BU and KD+BU (0 leaves them out).
         tnr: the true-negative rate of the TPR column.
         batch_size: images per forward pass.
 
@@ -327,7 +337,15 @@ def evaluate(
         clean_in = detector_inputs(module.model, clean, batch_size, max_channels, bu_samples)
         adv_in = detector_inputs(module.model, adv, batch_size, max_channels, bu_samples)
         attacked = table[table["attacked"]]
+        for detector in fitted.values():
+            if isinstance(detector, LayerFusionDetector) and detector.noise > 0:
+                for inputs, images in ((clean_in, clean), (adv_in, adv)):
+                    inputs.preprocessed = mahalanobis_preprocess(
+                        module.model, images, detector, batch_size, max_channels
+                    )
         for name, detector in fitted.items():
+            if name in ("bu", "kd_bu") and bu_samples <= 0:
+                continue  # BU needs MC-dropout samples
             clean_scores, adv_scores = detector.score(clean_in), detector.score(adv_in)
             rows.append(
                 {

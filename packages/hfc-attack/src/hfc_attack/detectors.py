@@ -50,11 +50,14 @@ class DetectorInputs:
         features: ``{layer: (N, D_l)}`` pooled ReLU features.
         pred: (N,) predicted class.
         uncertainty: (N,) MC-dropout uncertainty (BU), or None when not computed.
+        preprocessed: ``{layer: (N, D_l)}`` features of the Mahalanobis-preprocessed inputs (each layer
+            after its own input step; see ``hfc_attack.pipeline.mahalanobis_preprocess``), or None.
     """
 
     features: dict[str, np.ndarray]
     pred: np.ndarray
     uncertainty: np.ndarray | None = None
+    preprocessed: dict[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.pred)
@@ -163,6 +166,8 @@ class LayerFusionDetector:
         kind: ``"kd"`` (Feinman et al.), ``"lid"`` (Ma et al., k nearest), ``"mahalanobis"`` (Lee et al.).
         layers: layer names to use (default at fit: every layer of the inputs; KD's default is the last).
         k: LID's neighbours (the paper: 20).
+        noise: Mahalanobis input pre-processing magnitude (the paper: 0.0005; 0 = none). The scores then
+            read ``inputs.preprocessed``, which the caller computes with the fitted statistics.
         max_reference: LID/KD keep at most this many clean training rows as reference (seeded choice).
         seed: the choice of reference rows.
     """
@@ -170,6 +175,7 @@ class LayerFusionDetector:
     kind: str
     layers: list[str] | None = None
     k: int = 20
+    noise: float = 0.0
     max_reference: int = 2000
     seed: int = 0
     params: dict[str, np.ndarray] = field(default_factory=dict)
@@ -203,6 +209,13 @@ class LayerFusionDetector:
         for i, layer in enumerate(self.layers):
             x = inputs.features[layer].astype(np.float64)
             if self.kind == "mahalanobis":
+                if self.noise > 0:
+                    if inputs.preprocessed is None or layer not in inputs.preprocessed:
+                        raise MedzooDataError(
+                            "Mahalanobis detector", "inputs without pre-processed features",
+                            f"pipeline.mahalanobis_preprocess with noise {self.noise}",
+                        )  # fmt: skip
+                    x = inputs.preprocessed[layer].astype(np.float64)
                 columns.append(
                     mahalanobis_scores(self.params[f"{i}.means"], self.params[f"{i}.precision"], x)
                 )
@@ -219,31 +232,38 @@ class LayerFusionDetector:
                 )
         return np.stack(columns, axis=1)
 
-    def fit(
-        self, clean: DetectorInputs, adversarial: DetectorInputs, labels: np.ndarray
-    ) -> LayerFusionDetector:
-        """Fit the per-layer statistics on clean features (true ``labels``) and the fusion on clean vs adv."""
+    def fit_statistics(self, clean: DetectorInputs, labels: np.ndarray) -> LayerFusionDetector:
+        """Fit the per-layer statistics (class means, references, bandwidths) on clean features."""
         if self.layers is None:
             names = list(clean.features)
             self.layers = names[-1:] if self.kind == "kd" else names
         self._fit_layers(clean, np.asarray(labels))
+        return self
+
+    def fit_head(self, clean: DetectorInputs, adversarial: DetectorInputs) -> LayerFusionDetector:
+        """Fit the logistic-regression fusion of the per-layer scores, clean (0) vs adversarial (1)."""
         self.head.fit(self.layer_scores(clean), self.layer_scores(adversarial))
         return self
+
+    def fit(
+        self, clean: DetectorInputs, adversarial: DetectorInputs, labels: np.ndarray
+    ) -> LayerFusionDetector:
+        """``fit_statistics`` on clean features (true ``labels``), then ``fit_head`` on clean vs adv."""
+        return self.fit_statistics(clean, labels).fit_head(clean, adversarial)
 
     def score(self, inputs: DetectorInputs) -> np.ndarray:
         return self.head(self.layer_scores(inputs))
 
     def state(self) -> dict[str, np.ndarray]:
-        meta = {"kind": self.kind, "layers": self.layers, "k": self.k}
+        meta = {"kind": self.kind, "layers": self.layers, "k": self.k, "noise": self.noise}
         return {"meta": _encode(meta), **self.params, **self.head.state("head.")}
 
     @classmethod
     def from_state(cls, state: Mapping[str, np.ndarray]) -> LayerFusionDetector:
         meta = _decode(state["meta"])
         params = {k: np.asarray(v) for k, v in state.items() if k != "meta" and not k.startswith("head.")}
-        return cls(
-            meta["kind"], meta["layers"], meta["k"], params=params, head=_LogisticHead().load(state, "head.")
-        )
+        head = _LogisticHead().load(state, "head.")
+        return cls(meta["kind"], meta["layers"], meta["k"], meta.get("noise", 0.0), params=params, head=head)
 
 
 @dataclass
@@ -400,7 +420,7 @@ class KDBUDetector:
 DETECTORS = {
     "kd": lambda: LayerFusionDetector("kd"),
     "lid": lambda: LayerFusionDetector("lid"),
-    "mahalanobis": lambda: LayerFusionDetector("mahalanobis"),
+    "mahalanobis": lambda: LayerFusionDetector("mahalanobis", noise=0.0005),
     "svm": SVMDetector,
     "dnn": DNNDetector,
     "bu": BUDetector,

@@ -6,10 +6,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from hfc_attack.detectors import DetectorInputs
+from hfc_attack.detectors import DetectorInputs, LayerFusionDetector
 from hfc_attack.models.features import FeatureExtractor
 
-__all__ = ["detector_inputs", "mc_dropout_uncertainty"]
+__all__ = ["detector_inputs", "mahalanobis_preprocess", "mc_dropout_uncertainty"]
 
 
 def mc_dropout_uncertainty(model: nn.Module, images: torch.Tensor, samples: int = 50) -> torch.Tensor:
@@ -66,3 +66,34 @@ def detector_inputs(
         np.concatenate(preds),
         np.concatenate(uncertainty) if uncertainty else None,
     )
+
+
+def mahalanobis_preprocess(
+    model: nn.Module,
+    images: torch.Tensor,
+    detector: LayerFusionDetector,
+    batch_size: int = 32,
+    max_channels: int | None = 512,
+) -> dict[str, np.ndarray]:
+    """Lee et al.'s input pre-processing, one step per layer: ``x_l = x - noise * sign(grad_x d_l(x))`` with
+    ``d_l`` the Mahalanobis distance of layer l's feature to its nearest class mean; returns ``{layer:
+    (N, D_l)}`` features of ``x_l`` (the layer's own pre-processed input).
+
+    The reference code steps *up* the distance (``+ noise * sign``); we follow Lee et al. (toward the class).
+    """
+    model.eval()
+    out: dict[str, list[np.ndarray]] = {layer: [] for layer in detector.layers}
+    for i, layer in enumerate(detector.layers):
+        extractor = FeatureExtractor(model, max_channels=max_channels, layers=[layer])
+        means = torch.as_tensor(detector.params[f"{i}.means"], dtype=torch.float32)
+        precision = torch.as_tensor(detector.params[f"{i}.precision"], dtype=torch.float32)
+        for start in range(0, len(images), batch_size):
+            x = images[start : start + batch_size].clone().requires_grad_(True)
+            f = extractor(x)[1][layer]
+            diff = f[:, None] - means[None]  # (B, K, D)
+            distance = torch.einsum("bkd,de,bke->bk", diff, precision, diff).min(dim=1).values
+            grad = torch.autograd.grad(distance.mean(), x)[0]
+            with torch.no_grad():
+                stepped = x.detach() - detector.noise * grad.sign()
+                out[layer].append(extractor(stepped)[1][layer].double().numpy())
+    return {layer: np.concatenate(v) for layer, v in out.items()}

@@ -30,7 +30,8 @@ def test_every_loss_learns_the_demo(tmp_path):
         best = sorted((runs / "checkpoints").glob("best-*.ckpt"))[-1]
         main(["test", *common, "--ckpt_path", str(best)])
         logs = pd.concat(pd.read_csv(p) for p in (runs / "csv").glob("version_*/metrics.csv"))
-        last = {key: logs[key].dropna().iloc[-1] for key in logs if key.startswith("test/")}
+        test_rows = logs[logs["test/mAP"].notna()].iloc[-1]  # the one row the test epoch logged
+        last = {key: test_rows[key] for key in logs if key.startswith("test/")}
         names = [key.removeprefix("test/AP_") for key in last if key.startswith("test/AP_")]
         ap = np.array([last[f"test/AP_{n}"] for n in names])
         prevalence = np.array([last[f"test/prevalence_{n}"] for n in names])

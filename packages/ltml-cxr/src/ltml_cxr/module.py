@@ -129,7 +129,8 @@ class LTMLModule(MedzooModule):
         optimizer = self.optimizer_factory(self.parameters())
         trainer = self._trainer
         max_epochs = trainer.max_epochs if trainer is not None and trainer.max_epochs else 1
-        total = int(trainer.estimated_stepping_batches) if trainer is not None else 1
+        total = float(trainer.estimated_stepping_batches) if trainer is not None else 1.0
+        # Epoch milestones in optimizer steps (the warm-up is counted in steps, as in the reference).
         steps_per_epoch = max(1, math.ceil(total / max(1, max_epochs))) if math.isfinite(total) else 1
         milestones, gamma = self.lr_milestones or [], self.lr_gamma
         warmup, ratio = self.warmup_iters, self.warmup_ratio

@@ -37,7 +37,7 @@ def test_demo_target(tmp_path, monkeypatch):
             "train-segmentor",
             "fit",
             "--config",
-            "segmentor_demo",
+            "train_segmentor_demo",
             "--trainer.default_root_dir",
             str(seg_runs),
             *quiet,

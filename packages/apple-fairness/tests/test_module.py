@@ -24,6 +24,7 @@ def test_apple_step_moves_the_perturber_only(variant, overrides, demo_root, tmp_
     module = APPLEModule(variant=variant, overrides=overrides)
     before = state_fingerprint(module.model.segmentor)
     perturber = [p.detach().clone() for p in module.model.perturbers.parameters()]
+    discriminator = [p.detach().clone() for p in module.model.discriminator.parameters()]
     data = SegmentationFairnessDataModule(demo_root, attribute="group", image_size=(32, 32), batch_size=4)
     trainer = pl.Trainer(
         fast_dev_run=2,
@@ -38,4 +39,10 @@ def test_apple_step_moves_the_perturber_only(variant, overrides, demo_root, tmp_
         not torch.equal(a, b) for a, b in zip(perturber, module.model.perturbers.parameters(), strict=True)
     ]
     assert any(moved)
+    disc_moved = [
+        not torch.equal(a, b)
+        for a, b in zip(discriminator, module.model.discriminator.parameters(), strict=True)
+    ]
+    assert all(disc_moved)
+    assert trainer.global_step == 2  # one trainer step per batch (G_p), the D_p step is not counted
     assert len(module.model.perturbers) == (4 if overrides.get("perturb_skips") else 1)

@@ -354,12 +354,33 @@ class SegmentationFairnessDataModule(MedzooDataModule):
         root = self.root if self.root is not None else self.demo_dir() / "demo"
         empty = not root.exists() or (root.is_dir() and not any(root.iterdir()))
         if empty and (self.root is None or self.layout == "generic"):
-            from apple_fairness.synthetic import make_fairness_demo
-
-            make_fairness_demo(root, self.synthetic_images, self.synthetic_size, seed=self.seed)
+            self._generate_demo(root)
         if not root.is_dir():
             raise MedzooDataError(root, "no such folder", f"a dataset folder in the {self.layout!r} layout")
         return root
+
+    def _generate_demo(self, root: Path) -> None:
+        """Write the demo set into a private folder, then move it into place in one rename, so that no
+        other process ever sees a half-written set."""
+        import os
+        import shutil
+
+        from apple_fairness.synthetic import make_fairness_demo
+
+        root.parent.mkdir(parents=True, exist_ok=True)
+        staging = root.parent / f".{root.name}.tmp-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        make_fairness_demo(staging, self.synthetic_images, self.synthetic_size, seed=self.seed)
+        try:
+            os.replace(staging, root)  # onto a missing or empty folder
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)  # another process finished first
+            if not (root / "metadata.csv").is_file():
+                raise
+
+    def prepare_data(self) -> None:
+        # Lightning runs this on one process per node before `setup`: the demo set is generated once.
+        self.data_root()
 
     def _group_key(self, value: Any) -> Any:
         if self.attribute_bins is not None:

@@ -69,6 +69,14 @@ def load_segmentor_state(path: str | Path) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
+def _no_closure() -> None:
+    return None
+
+
+def _parameter_sum(module: torch.nn.Module) -> torch.Tensor:
+    return sum(p.sum() for p in module.parameters() if p.requires_grad)
+
+
 def _per_sample_scores(
     logits: torch.Tensor, mask: torch.Tensor, num_classes: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -231,6 +239,13 @@ class APPLEModule(_FairnessReportMixin, MedzooModule):
             training-split latents, one on ``z`` and one on ``z'`` (0 = skip), and report their test
             accuracy: whether the attribute can still be read from ``z'`` by anyone, not only by ``D_p``.
         probe_lr: Adam learning rate of those fresh discriminators.
+        train_missing_segmentor: when ``segmentor_ckpt`` names a file that does not exist yet, ``fit`` first
+            trains the baseline segmentor exactly as ``train-segmentor fit`` would (``SegmentorModule``,
+            Dice + CE, AdamW ``segmentor_lr``, ``segmentor_epochs`` epochs, on the same data), writes it to
+            ``segmentor_ckpt`` and freezes it; APPLE then trains on it. Off by default (``paper``): a deployed
+            segmentor is the input of APPLE, not its product. On in ``demo``, so that ``fit --config demo``
+            runs alone on a fresh machine. Single-process only.
+        segmentor_epochs, segmentor_lr: that baseline training's length and learning rate.
         mask_format: ``predict`` output format (``png``, ``nifti``, ``both``).
         report_dir: where ``test`` writes the report; default ``<default_root_dir>/fairness``.
         optimizer, scheduler, scheduler_interval: see :class:`~medzoo.lightning.MedzooModule`; one optimizer
@@ -252,6 +267,9 @@ class APPLEModule(_FairnessReportMixin, MedzooModule):
         disc_lr_ratio: float = 0.2,
         probe_epochs: int = 20,
         probe_lr: float = 1e-3,
+        train_missing_segmentor: bool = False,
+        segmentor_epochs: int = 30,
+        segmentor_lr: float = 3e-3,
         mask_format: str = "png",
         report_dir: str | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
@@ -261,9 +279,14 @@ class APPLEModule(_FairnessReportMixin, MedzooModule):
         super().__init__(optimizer, scheduler, scheduler_interval)
         self.automatic_optimization = False
         self.probe_epochs, self.probe_lr = int(probe_epochs), float(probe_lr)
+        self.variant, self.overrides = variant, dict(overrides or {})
+        self.segmentor_ckpt = None if segmentor_ckpt is None else str(segmentor_ckpt)
+        self.train_missing_segmentor = bool(train_missing_segmentor)
+        self.segmentor_epochs, self.segmentor_lr = int(segmentor_epochs), float(segmentor_lr)
         self._retrained: dict[str, AttributeDiscriminator] = {}
         self.model: APPLE = create_model(variant, **(overrides or {}))
-        if segmentor_ckpt is not None:
+        missing = segmentor_ckpt is not None and not Path(segmentor_ckpt).is_file()
+        if segmentor_ckpt is not None and not (missing and train_missing_segmentor):
             self.load_segmentor(segmentor_ckpt)
         segmentor = self.model.segmentor
         self.num_groups = self.model.discriminator.num_groups
@@ -333,6 +356,56 @@ class APPLEModule(_FairnessReportMixin, MedzooModule):
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
             scheduler.step()
 
+    def setup(self, stage: str) -> None:
+        if (
+            stage == "fit"
+            and self.train_missing_segmentor
+            and self.segmentor_ckpt is not None
+            and not Path(self.segmentor_ckpt).is_file()
+        ):
+            self._train_baseline_segmentor(Path(self.segmentor_ckpt))
+
+    def _train_baseline_segmentor(self, path: Path) -> None:
+        """Stage 1 inside ``fit`` (``train_missing_segmentor``): train, save to ``path``, load, freeze."""
+        from functools import partial
+
+        import pytorch_lightning as pl
+
+        from medzoo.lightning import AtomicCheckpointIO
+
+        outer = self.trainer
+        datamodule = outer.datamodule
+        segmentor_args = dict(self.overrides.get("segmentor_args", {}))
+        stage1 = SegmentorModule(
+            variant=self.variant,
+            overrides=segmentor_args,
+            num_groups=self.num_groups,
+            optimizer=partial(torch.optim.AdamW, lr=self.segmentor_lr, weight_decay=1e-4),
+        )
+        # The baseline run inherits the outer run's smoke-test limits (fast_dev_run, batch and step caps).
+        inner = pl.Trainer(
+            max_epochs=self.segmentor_epochs,
+            max_steps=outer.max_steps,
+            limit_train_batches=outer.limit_train_batches,
+            limit_val_batches=outer.limit_val_batches,
+            fast_dev_run=outer.fast_dev_run,
+            accelerator="cpu" if self.device.type == "cpu" else "auto",
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=path.parent,
+            plugins=[AtomicCheckpointIO()],
+        )
+        try:
+            inner.fit(stage1, datamodule=datamodule)
+        finally:
+            datamodule.trainer = outer  # the DataModule belongs to APPLE's trainer again
+        path.parent.mkdir(parents=True, exist_ok=True)
+        inner.save_checkpoint(path, weights_only=True)
+        self.load_segmentor(path)
+
     def on_fit_start(self) -> None:
         self._fingerprint_at_start = state_fingerprint(self.model.segmentor)
 
@@ -358,8 +431,11 @@ class APPLEModule(_FairnessReportMixin, MedzooModule):
         d_loss = discriminator_loss(self.model.discriminator(perturbed[-1]), groups)
         probe_loss = discriminator_loss(self.probe(latents[-1]), groups)
         opt_d.zero_grad()
-        self.manual_backward(d_loss + probe_loss)
-        opt_d.step()
+        # DDP's reducer expects every trainable parameter in every backward: touch G_p with a zero term.
+        self.manual_backward(d_loss + probe_loss + 0.0 * _parameter_sum(self.model.perturbers))
+        # Through the strategy (precision plugin, clipping hooks) but not counted as a trainer step, so that
+        # `global_step` / `max_steps` count batches (one G_p step each), not optimiser calls.
+        self.trainer.strategy.optimizer_step(opt_d.optimizer, closure=_no_closure)
 
         # 2. perturber G_p against the updated D_p, keeping the frozen decoder's segmentation
         perturbed, deltas = self.model.perturb(latents)
@@ -373,7 +449,7 @@ class APPLEModule(_FairnessReportMixin, MedzooModule):
             self.seg_weight,
         )
         opt_g.zero_grad()
-        self.manual_backward(parts["loss"])
+        self.manual_backward(parts["loss"] + 0.0 * _parameter_sum(self.probe))
         opt_g.step()
         self._step_schedulers("step")
 

@@ -167,3 +167,16 @@ def test_numeric_attribute_bins(tmp_path):
     dm.attribute, dm.attribute_bins = "age", [60.0]
     dm.setup("fit")
     assert dm.group_names == ["0", "1"]
+
+
+def test_real_shenzhen_through_the_generic_layout(shenzhen):
+    dm = SegmentationFairnessDataModule(
+        shenzhen, csv="cases.csv", mask_dir="lung_masks", attribute="sex", image_size=(64, 64),
+        val_fraction=0.2, test_fraction=0.2,
+    )  # fmt: skip
+    dm.setup("test")
+    assert dm.group_names == ["Female", "Male"]
+    assert sum(len(d) for d in dm.datasets.values()) == 11
+    sample = dm.datasets["test"][0]
+    assert sample["image"].shape == (1, 64, 64) and set(sample["mask"].unique().tolist()) == {0, 1}
+    assert 0.1 < float(sample["mask"].float().mean()) < 0.6  # both lungs, thresholded 0/255 masks

@@ -120,3 +120,17 @@ def test_tiny_hf_builders_load_through_from_pretrained(tiny_bert_dir: Path, tiny
     assert tokenizer.decode(tokenizer("The lungs are clear.")["input_ids"]) == "The lungs are clear."
     logits = lm(torch.tensor([ids])).logits
     assert logits.shape == (1, len(ids), len(tokenizer))
+
+
+def test_read_grey_uint8_matches_the_rgb_to_grey_of_pillow_and_stretches_16_bit(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from medzoo.io import read_grey_uint8
+
+    rgb = np.random.default_rng(0).integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    expected = np.asarray(Image.fromarray(rgb).convert("L"))
+    np.testing.assert_array_equal(read_grey_uint8(tmp_path / "rgb.png"), expected)
+    grey16 = np.array([[0, 1000], [2000, 4000]], dtype=np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "g16.png")
+    assert read_grey_uint8(tmp_path / "g16.png").tolist() == [[0, 64], [128, 255]]

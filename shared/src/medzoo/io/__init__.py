@@ -10,7 +10,7 @@ Bad input raises ``medzoo.errors.MedzooDataError`` naming the path, what was fou
 """
 
 from medzoo.io.atomic import atomic_path, atomic_write, write_csv, write_json, write_png, write_text
-from medzoo.io.display import to_uint8
+from medzoo.io.display import read_grey_uint8, to_uint8
 from medzoo.io.images import IMAGE_SUFFIXES, Image2D, is_dicom_file, list_images, read_image
 from medzoo.io.landmarks import (
     LandmarkRecord,
@@ -36,6 +36,7 @@ __all__ = [
     "is_dicom_file",
     "list_images",
     "read_coco_keypoints",
+    "read_grey_uint8",
     "read_image",
     "read_isbi_txt",
     "read_landmark_csv",

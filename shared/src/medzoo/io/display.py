@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from medzoo.errors import MedzooDataError
 
-__all__ = ["to_uint8"]
+__all__ = ["read_grey_uint8", "to_uint8"]
 
 
 def to_uint8(image: np.ndarray, low: float | None = None, high: float | None = None) -> np.ndarray:
@@ -40,3 +42,22 @@ def to_uint8(image: np.ndarray, low: float | None = None, high: float | None = N
         scaled = (np.clip(values, low, high) - low) / (high - low) * 255.0
     scaled[~finite] = 0.0
     return np.round(scaled).astype(np.uint8)
+
+
+def read_grey_uint8(path: str | os.PathLike) -> np.ndarray:
+    """Read any 2D image (PNG, JPEG, DICOM, ...) as (H, W) uint8 grey: what CXR models take as input.
+
+    Colour is converted to grey (ITU-R 601-2 luma, as Pillow's ``convert("L")``); other dtypes (16-bit PNG,
+    rescaled DICOM) are min-max stretched with :func:`to_uint8`.
+
+    Raises:
+        MedzooDataError: whatever ``read_image`` refuses (missing, corrupt, not 2D, ...).
+    """
+    from PIL import Image
+
+    from medzoo.io.images import read_image
+
+    array = read_image(path).array
+    if array.ndim == 3:
+        array = np.asarray(Image.fromarray(to_uint8(array[..., :3])).convert("L"))
+    return to_uint8(array)

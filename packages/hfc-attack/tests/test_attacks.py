@@ -211,3 +211,23 @@ def test_hfc_raises_gmm_likelihood_over_bim(tiny_model):
         ll_hfc = hfc.log_likelihood(extractor(with_hfc)[1], target)
     for layer in hfc.layer_names:
         assert ll_hfc[layer].mean() > ll_plain[layer].mean(), layer
+
+
+def test_volumes_work_with_hooks_attacks_and_hfc():
+    # (B, C, D, H, W): the loop, the projection and the feature pooling are dimension-agnostic.
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv3d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv3d(4, 6, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(6, 2),
+    ).eval()  # fmt: skip
+    x, y = torch.rand(6, 1, 8, 8, 8), torch.tensor([0, 1, 0, 1, 0, 1])
+    _, feats = FeatureExtractor(model)(x)
+    assert {k: v.shape for k, v in feats.items()} == {"1": (6, 4), "3": (6, 6)}
+    gmms = fit_class_gmms(
+        {k: v.detach().numpy() for k, v in feats.items()}, y.numpy(), n_components=2, n_init=1
+    )
+    for name in ("bim", "pgd", "mifgsm"):
+        adv = build_attack(name, model, EPS, targeted=True, hfc=gmms.hfc_loss())(x, y)
+        assert (adv - x).abs().max() <= EPS + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    theirs = torchattacks.BIM(model, eps=EPS, alpha=EPS / 10, steps=10)(x, y)
+    torch.testing.assert_close(build_attack("bim", model, EPS)(x, y), theirs, atol=1e-6, rtol=0)

@@ -19,7 +19,7 @@ _here = str(Path(__file__).resolve().parent)
 sys.path = [p for p in sys.path if p not in ("", _here)] + [_here]
 
 import torch  # noqa: E402
-from _harness import claim, compare, parse_args, peak_memory_mib, print_table, write_results  # noqa: E402
+from _harness import claim, compare, parse_args, print_table, write_results  # noqa: E402
 
 
 def ssl_step(variant: str, size: int, crop: int, batch: int):
@@ -112,11 +112,14 @@ def main() -> None:
     batches = {f"ssl_step_{small}": 2, f"pseudo_label_{small}": 2}
     times = compare(cases, args.repeats)
     rows = []
-    for name, fn in cases.items():
+    for name in cases:
         seconds = times[name]["median_s"]
         batch = batches.get(name, 1)
         rows.append({"case": name, "variant": variant, "batch": batch, "s": seconds,
-                     "images_per_s": batch / seconds, "peak_mib": peak_memory_mib(fn)})  # fmt: skip
+                     "images_per_s": batch / seconds,
+                     # not measured: the harness's forked child hangs here once the parent has run a
+                     # backward pass (autograd threads do not survive fork)
+                     "peak_mib": "n/a"})  # fmt: skip
     print(f"uod-oneshot ({variant}), median of {max(3, args.repeats)} interleaved rounds")
     print_table(rows)
     universal, single = parameters(variant, 3), parameters(variant, 1)

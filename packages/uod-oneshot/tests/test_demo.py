@@ -22,8 +22,8 @@ DATR_EPOCHS = 12
 @pytest.mark.slow
 @pytest.mark.xfail(
     reason="not reached within the 4-minute CPU budget: measured pseudo-label MRE 4.9/5.4 px vs mean-shape "
-    "7.3/8.7 px and stage-2 test MRE 7.2/10.5 px (10 + 12 epochs); with 30 + 40 epochs 4.1/3.9 px vs 7.3/8.7 px "
-    "and 4.0/4.5 px (README, Results)",
+    "7.3/8.7 px and stage-2 test MRE 7.2/10.5 px (10 + 12 epochs); with 30 + 40 epochs 4.1/3.9 px vs "
+    "7.3/8.7 px and 4.0/4.5 px (README, Results)",
     strict=False,
 )
 def test_demo_pipeline_reaches_the_target(tmp_path, monkeypatch):

@@ -3,7 +3,7 @@
 - :func:`compare`: warm every case up, then time them in interleaved rounds (case A, B, C, A, B, C, ...), so
   that load from elsewhere on a shared machine hits all cases alike; report the median per case.
 - :func:`peak_memory_mib`: one peak-memory measure for all scripts: the peak RSS growth of a forked child that
-  runs the case once (CPU), or ``torch.cuda.max_memory_allocated`` (CUDA).
+  runs the case once (CPU; NaN if it does not finish), or ``torch.cuda.max_memory_allocated`` (CUDA).
 - :func:`claim`: one efficiency claim of a paper as a ratio measured in this run (baseline / candidate).
 - :func:`write_results`: ``benchmarks/results/<name>.json`` (atomic) with the machine it ran on;
   ``_summary.py`` collects every file's claims into ``results/SUMMARY.md``.
@@ -18,7 +18,6 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import resource
 import statistics
 import sys
 import tempfile
@@ -74,22 +73,28 @@ def compare(
     return {name: {"median_s": statistics.median(t), "times_s": t} for name, t in times.items()}
 
 
-def _rss_kib() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+def _status_mib(field: str) -> float:
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith(field + ":")) / 1024.0
 
 
 def _child(fn: Callable[[], Any], queue: Any) -> None:
-    start = _rss_kib()
+    import torch
+
+    torch.set_num_threads(1)  # the parent's thread pool does not survive a fork
+    start = _status_mib("VmRSS")
     fn()
-    queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start) / 1024.0)
+    queue.put(_status_mib("VmHWM") - start)
 
 
-def peak_memory_mib(fn: Callable[[], Any], device: str = "cpu") -> float:
+def peak_memory_mib(fn: Callable[[], Any], device: str = "cpu", timeout_s: float = 600.0) -> float:
     """Peak memory of one call of ``fn`` in MiB.
 
-    CPU: ``fn`` runs in a forked child; the result is the child's peak RSS minus its RSS at the start (what
-    the call itself allocated, inputs and weights already built excluded). CUDA: the growth of
+    CPU: ``fn`` runs once in a forked child; the result is the child's peak RSS (``VmHWM``) minus its RSS at
+    the start: what the call itself touched (pages it allocated or copied on write), inputs and weights
+    already built in the parent excluded. Allocator pools the parent holds are not reused by the child, so
+    the figure does not depend on what ran before. A child that does not finish within ``timeout_s`` is
+    killed and NaN returned (reported, never guessed). CUDA: the growth of
     ``torch.cuda.max_memory_allocated`` over the call.
     """
     if device.startswith("cuda"):
@@ -101,13 +106,20 @@ def peak_memory_mib(fn: Callable[[], Any], device: str = "cpu") -> float:
         fn()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - before) / 2**20
+    import queue as queue_module
+
     context = mp.get_context("fork")
-    queue = context.Queue()
-    process = context.Process(target=_child, args=(fn, queue))
+    results = context.Queue()
+    process = context.Process(target=_child, args=(fn, results), daemon=True)
     process.start()
-    value = queue.get()
-    process.join()
-    return float(value)
+    try:
+        value = float(results.get(timeout=timeout_s))
+    except queue_module.Empty:
+        value = float("nan")
+    process.join(timeout=5)
+    if process.is_alive():
+        process.kill()
+    return value
 
 
 def claim(

@@ -30,6 +30,7 @@ def probe_auc(run: Path, pretrained: Path | None) -> float:
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,  # only the bar itself may fail; any other error fails the test
     reason="measured below the bar (README, Results): after the CPU-sized demo pre-training the probe on the "
     "pre-trained encoder does not beat the random-encoder probe by 0.1 macro AUROC",
 )

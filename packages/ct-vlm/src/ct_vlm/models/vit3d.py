@@ -56,6 +56,9 @@ class ViT3D(nn.Module):
         in_chans: input channels (1 for CT).
         embed_dim, depth, num_heads, mlp_ratio: transformer width, blocks, heads and MLP ratio.
         drop_path_rate: stochastic depth at the last block (linear ramp).
+        intensity_mean, intensity_std: the input is standardised as (x - mean) / std before the patch
+            embedding (defaults for a CT window scaled to [0, 1]). Without it, a from-scratch patch embedding
+            barely separates small, faint structures (a lesion) from the body around them.
 
     Input: (B, C, X, Y, Z) intensities (CT windowed to [0, 1]). ``forward`` returns the token grid
     (B, N, D) with N = prod(grid_size), no class token (the projector keeps the spatial layout).
@@ -71,6 +74,8 @@ class ViT3D(nn.Module):
         num_heads: int = 12,
         mlp_ratio: float = 4.0,
         drop_path_rate: float = 0.0,
+        intensity_mean: float = 0.5,
+        intensity_std: float = 0.25,
     ) -> None:
         super().__init__()
         self.img_size = _triple(img_size, "img_size")
@@ -80,6 +85,7 @@ class ViT3D(nn.Module):
         self.grid_size = tuple(s // p for s, p in zip(self.img_size, self.patch_size, strict=True))
         self.num_patches = self.grid_size[0] * self.grid_size[1] * self.grid_size[2]
         self.in_chans, self.embed_dim = in_chans, embed_dim
+        self.intensity_mean, self.intensity_std = float(intensity_mean), float(intensity_std)
         self.patch_embed = nn.Conv3d(in_chans, embed_dim, self.patch_size, stride=self.patch_size)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches, embed_dim))
         rates = torch.linspace(0, drop_path_rate, depth).tolist()
@@ -109,6 +115,7 @@ class ViT3D(nn.Module):
     def embed(self, volume: torch.Tensor) -> torch.Tensor:
         """(B, C, X, Y, Z) -> (B, N, D) patch tokens plus position embeddings (before the blocks)."""
         self.check_input(volume)
+        volume = (volume - self.intensity_mean) / self.intensity_std
         tokens = self.patch_embed(volume).flatten(2).transpose(1, 2)  # B, N (gx*gy*gz row-major), D
         return tokens + self.pos_embed
 

@@ -176,8 +176,21 @@ class IterativeAttack(_AttackBase):
     def __call__(
         self, images: torch.Tensor, labels: torch.Tensor, target: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Adversarial images (B, C, H, W) in [0, 1] with ``|x_adv - x|_inf <= eps``."""
+        """Adversarial images (B, C, H, W) or volumes (B, C, D, H, W) in [0, 1], ``|x_adv - x|_inf <= eps``.
+
+        Raises:
+            MedzooDataError: DI or TI on inputs that are not (B, C, H, W) images (they are 2D only).
+        """
         check_images(images)
+        if (self.diversity_prob > 0 or self.kernel is not None) and images.dim() != 4:
+            which = " and ".join(
+                n for n, on in (("DI", self.diversity_prob > 0), ("TI", self.kernel is not None)) if on
+            )
+            raise MedzooDataError(
+                "images",
+                f"a batch of shape {tuple(images.shape)} for {which}",
+                "(B, C, H, W) images: DI and TI are 2D only (use bim, pgd, mifgsm, fgsm or cw on volumes)",
+            )
         images = images.detach()
         target = self._targets(images, labels, target) if self.targeted else None
         adv = images.clone()

@@ -14,6 +14,8 @@ __all__ = ["AdversarialImageWriter", "ClassScoreWriter"]
 
 
 def _stem(name: str) -> str:
+    if name.lower().endswith(".nii.gz"):
+        return name[: -len(".nii.gz")]
     return str(Path(name).with_suffix(""))
 
 
@@ -36,18 +38,20 @@ class ClassScoreWriter(PredictionWriter):
 
 
 class AdversarialImageWriter(PredictionWriter):
-    """Per image: ``<name>.png`` (the adversarial image, 8-bit grey or RGB, for viewing) and ``<name>.npy``
-    (the exact float32 (C, H, W) image in [0, 1] that detectors read); ``summary.csv`` rows hold ``image,
+    """Per image: ``<name>.png`` (the adversarial image, 8-bit grey or RGB, for viewing; for a volume
+    (C, D, H, W) its middle slice along D) and ``<name>.npy`` (the exact float32 (C, H, W) image or
+    (C, D, H, W) volume in [0, 1] that detectors read); ``summary.csv`` rows hold ``image,
     label, target, pred_clean, pred_adv, success, linf_256`` (L-inf norm of the perturbation in 1/256 units),
     ``l2`` (L2 norm in [0, 1] pixel units) and ``hfc`` (whether the HFC term was used)."""
 
     def write_batch(self, prediction: Any, batch: Any, output_dir: Path) -> list[dict[str, Any]]:
         rows = []
         for i, name in enumerate(prediction["name"]):
-            adv = prediction["adversarial"][i].astype(np.float32)  # (C, H, W)
+            adv = prediction["adversarial"][i].astype(np.float32)  # (C, H, W) or (C, D, H, W)
             clean = prediction["clean"][i].astype(np.float32)
             stem = _stem(name)
-            view = np.round(adv.transpose(1, 2, 0) * 255).astype(np.uint8)
+            shown = adv[:, adv.shape[1] // 2] if adv.ndim == 4 else adv  # a volume's middle slice
+            view = np.round(shown.transpose(1, 2, 0) * 255).astype(np.uint8)
             write_png(output_dir / f"{stem}.png", view[..., 0] if view.shape[2] == 1 else view)
             with atomic_write(output_dir / f"{stem}.npy", "wb") as handle:
                 np.save(handle, adv, allow_pickle=False)

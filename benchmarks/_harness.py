@@ -2,8 +2,9 @@
 
 - :func:`compare`: warm every case up, then time them in interleaved rounds (case A, B, C, A, B, C, ...), so
   that load from elsewhere on a shared machine hits all cases alike; report the median per case.
-- :func:`peak_memory_mib`: one peak-memory measure for all scripts: the peak RSS growth of a forked child that
-  runs the case once (CPU; NaN if it does not finish), or ``torch.cuda.max_memory_allocated`` (CUDA).
+- :func:`peak_memory_mib`: one peak-memory measure for all scripts: the peak RSS growth over one call, with
+  freed memory trimmed first and the peak reset through ``/proc/self/clear_refs`` (CPU), or
+  ``torch.cuda.max_memory_allocated`` (CUDA).
 - :func:`claim`: one efficiency claim of a paper as a ratio measured in this run (baseline / candidate).
 - :func:`write_results`: ``benchmarks/results/<name>.json`` (atomic) with the machine it ran on;
   ``_summary.py`` collects every file's claims into ``results/SUMMARY.md``.
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import platform
 import statistics
@@ -78,24 +78,15 @@ def _status_mib(field: str) -> float:
         return next(int(line.split()[1]) for line in handle if line.startswith(field + ":")) / 1024.0
 
 
-def _child(fn: Callable[[], Any], queue: Any) -> None:
-    import torch
+def peak_memory_mib(fn: Callable[[], Any], device: str = "cpu") -> float:
+    """Peak memory of one call of ``fn`` in MiB, measured in this process.
 
-    torch.set_num_threads(1)  # the parent's thread pool does not survive a fork
-    start = _status_mib("VmRSS")
-    fn()
-    queue.put(_status_mib("VmHWM") - start)
-
-
-def peak_memory_mib(fn: Callable[[], Any], device: str = "cpu", timeout_s: float = 600.0) -> float:
-    """Peak memory of one call of ``fn`` in MiB.
-
-    CPU: ``fn`` runs once in a forked child; the result is the child's peak RSS (``VmHWM``) minus its RSS at
-    the start: what the call itself touched (pages it allocated or copied on write), inputs and weights
-    already built in the parent excluded. Allocator pools the parent holds are not reused by the child, so
-    the figure does not depend on what ran before. A child that does not finish within ``timeout_s`` is
-    killed and NaN returned (reported, never guessed). CUDA: the growth of
-    ``torch.cuda.max_memory_allocated`` over the call.
+    CPU (Linux, glibc): freed memory is first handed back to the system (``gc.collect`` and
+    ``malloc_trim(0)``), the peak RSS (``VmHWM``) is reset to the current RSS through
+    ``/proc/self/clear_refs``, ``fn`` runs once, and the result is the new peak minus the RSS before the call:
+    what the call itself allocated, inputs and weights already built excluded. (Forking a child per
+    measurement was tried first: a fork after a multi-threaded backward pass deadlocks in OpenMP.)
+    CUDA: the growth of ``torch.cuda.max_memory_allocated`` over the call.
     """
     if device.startswith("cuda"):
         import torch
@@ -106,20 +97,16 @@ def peak_memory_mib(fn: Callable[[], Any], device: str = "cpu", timeout_s: float
         fn()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - before) / 2**20
-    import queue as queue_module
+    import ctypes
+    import gc
 
-    context = mp.get_context("fork")
-    results = context.Queue()
-    process = context.Process(target=_child, args=(fn, results), daemon=True)
-    process.start()
-    try:
-        value = float(results.get(timeout=timeout_s))
-    except queue_module.Empty:
-        value = float("nan")
-    process.join(timeout=5)
-    if process.is_alive():
-        process.kill()
-    return value
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")  # reset VmHWM to the current RSS
+    before = _status_mib("VmRSS")
+    fn()
+    return max(0.0, _status_mib("VmHWM") - before)
 
 
 def claim(

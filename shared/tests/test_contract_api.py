@@ -111,7 +111,9 @@ def test_tiny_hf_builders_load_through_from_pretrained(tiny_bert_dir: Path, tiny
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     bert = AutoModel.from_pretrained(tiny_bert_dir)
-    tokens = AutoTokenizer.from_pretrained(tiny_bert_dir)("pneumothorax")["input_ids"]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    assert tokenizer.tokenize("small pneumothorax") == ["small", "pneu", "##mo", "##thorax"]
+    tokens = tokenizer("pneumothorax")["input_ids"]
     assert bert.config.hidden_size == 32 and tokens[0] == 2 and tokens[-1] == 3  # [CLS] ... [SEP]
     lm = AutoModelForCausalLM.from_pretrained(tiny_causal_lm_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_causal_lm_dir)

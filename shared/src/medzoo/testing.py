@@ -53,8 +53,9 @@ def write_tiny_bert(
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    # Built from the vocabulary dict: with transformers 5, `vocab_file=` gives a tokenizer that maps every
+    # word to [UNK].
+    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
     tokenizer.save_pretrained(folder)
     torch.manual_seed(0)
     config = BertConfig(

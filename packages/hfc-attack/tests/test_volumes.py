@@ -52,6 +52,8 @@ def test_volume_layouts_give_known_labels(tmp_path):
     sample = data.dataset("train")[0]
     value = 100 * int(Path(sample["name"]).stem.split(".")[0][1:]) / 1000
     assert sample["image"].shape == (1, 4, 4, 4) and torch.allclose(sample["image"], torch.tensor(value))
+    data.batch_size = 2  # 3 training volumes: the lone last sample is dropped (BatchNorm needs 2)
+    assert len(data.dataset("train")) == 3 and [len(b["label"]) for b in data.train_dataloader()] == [2]
     pd.DataFrame(
         {"path": ["bleed/v0.nii.gz", "normal/v1.nii.gz"], "label": [1, 0], "split": ["train", "test"]}
     ).to_csv(tmp_path / "labels.csv", index=False)

@@ -425,7 +425,10 @@ class ClassificationDataModule(MedzooDataModule):
         return self.datasets[split]
 
     def train_dataloader(self) -> DataLoader:
-        return self.train_loader(self.dataset("train"))
+        # A last batch of one sample is dropped: BatchNorm cannot train on it where the deepest stage is one
+        # voxel wide (the 3D demo's 32^3 volumes), and it carries the noisiest gradient anyway.
+        dataset = self.dataset("train")
+        return self.train_loader(dataset, drop_last=len(dataset) % self.batch_size == 1)
 
     def val_dataloader(self) -> DataLoader:
         return self.eval_loader(self.dataset("val"))

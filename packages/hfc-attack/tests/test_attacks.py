@@ -161,6 +161,13 @@ def test_hfc_loss_known_answer_one_gaussian():
     torch.testing.assert_close(f.grad, torch.tensor([[2 * 2.0 * 4 / 2, 2 * -4.0 * 0.25 / 2]]))
 
 
+def test_hfc_towards_a_class_without_a_mixture_is_a_clear_error():
+    means, chol = torch.zeros(1, 2), torch.eye(2)[None].clone()
+    loss = HFCLoss({"l": {0: GaussianMixture(torch.tensor([1.0]), means, chol)}})
+    with pytest.raises(MedzooDataError, match=r"mixtures for classes \['0'\] only.*class 1"):
+        loss.layer_terms({"l": torch.zeros(1, 2)}, torch.tensor([1]))
+
+
 def test_hfc_picks_the_most_likely_component():
     means = torch.tensor([[0.0, 0.0], [10.0, 10.0]])
     chol = torch.eye(2).expand(2, 2, 2).clone()

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from medzoo.errors import MedzooDataError
+
 __all__ = ["GaussianMixture", "HFCLoss", "gmm_component_scores"]
 
 
@@ -89,7 +91,12 @@ class HFCLoss(nn.Module):
         """The mixture of ``layer`` for class ``cls``."""
         per_class = self.mixtures[self._key(layer)]
         if str(cls) not in per_class:
-            raise KeyError(f"no mixture for class {cls} on layer {layer!r} (classes: {list(per_class)})")
+            raise MedzooDataError(
+                f"class mixtures of layer {layer!r}",
+                f"mixtures for classes {list(per_class)} only",
+                f"a mixture for class {cls}: fit-gmm saw no correctly classified training image of it "
+                "(train the classifier longer, or attack towards a class that has one)",
+            )
         return per_class[str(cls)]
 
     def layer_terms(

@@ -33,20 +33,9 @@ SPLITS = ("train", "val", "test")
 
 def read_cxr(path: str | Path) -> Image.Image:
     """Read a chest X-ray (PNG/JPEG/DICOM/...) as an 8-bit greyscale PIL image (non-uint8 min-max scaled)."""
-    from medzoo.io import read_image
+    from medzoo.io import read_grey_uint8
 
-    path = Path(path)
-    if not path.is_file():
-        raise MedzooDataError(path, "no such file", "an existing image file (PNG, JPEG, DICOM, ...)")
-    array = read_image(path).array
-    if array.ndim == 3:
-        array = np.asarray(Image.fromarray(array[..., :3].astype(np.uint8)).convert("L"))
-    if array.dtype != np.uint8:
-        array = array.astype(np.float64)
-        low, high = float(array.min()), float(array.max())
-        array = (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)
-        array = array.round().astype(np.uint8)
-    return Image.fromarray(array)
+    return Image.fromarray(read_grey_uint8(path))
 
 
 def check_size(image: Image.Image, minimum: int, where: Path | str) -> Image.Image:

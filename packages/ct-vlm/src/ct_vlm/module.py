@@ -14,6 +14,7 @@ from ct_vlm.data import PROMPT_TEMPLATE, demo_corpus, format_prompt, tokenize_co
 from ct_vlm.language import load_language_model, write_tiny_language_model
 from ct_vlm.metrics import diagnosis_metrics
 from ct_vlm.models import apply_lora, create_mae, create_model
+from ct_vlm.models.ctvlm import positions_from_mask
 from ct_vlm.writers import ReportWriter
 from medzoo.errors import MedzooDataError, MedzooWeightsError
 from medzoo.lightning import GatherAccumulator, MedzooModule, PredictionWriter
@@ -101,7 +102,8 @@ class CTVLMModule(MedzooModule):
         max_length: token budget of a training sequence (prompt + answer, before the visual tokens).
         max_new_tokens: generation budget in ``predict``.
 
-    Batches: see ``CTVLMDataModule`` (instruct). Logs ``train/loss``, ``val/loss`` (the checkpoint monitor),
+    Batches: see ``CTVLMDataModule`` (instruct). Logs ``train/loss``, ``val/loss`` (the checkpoint monitor:
+    the answer-token-weighted mean cross-entropy over the split, gathered over DDP ranks),
     ``val/closed_vqa_accuracy`` and ``val/auc`` (diagnosis from P(yes); gathered over DDP ranks).
     """
 
@@ -149,6 +151,11 @@ class CTVLMModule(MedzooModule):
         self.yes_id, self.no_id = self._answer_token("yes"), self._answer_token("no")
         self.diagnosis = torch.nn.ModuleDict(
             {s: GatherAccumulator("p_yes", "target", "finding", "correct") for s in ("val", "test")}
+        )
+        # Per-sample loss sums and answer-token counts, gathered (padding duplicates dropped): the monitored
+        # val/loss is the exact token-weighted mean over the split under DDP too.
+        self.token_loss = torch.nn.ModuleDict(
+            {s: GatherAccumulator("loss_sum", "tokens") for s in ("val", "test")}
         )
         self._finding_index: dict[str, int] = {name: i for i, name in enumerate(self.findings)}
 
@@ -219,9 +226,23 @@ class CTVLMModule(MedzooModule):
         )
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
+    @torch.no_grad()
+    def per_sample_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) summed next-token cross-entropy over each sample's answer tokens, and (B,) their counts."""
+        tokens = self._encode(list(batch["question"]), list(batch["answer"]))
+        embeds, mask, labels = self.model.prepare_inputs(batch["image"], **tokens)
+        logits = self.model.language_model(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=positions_from_mask(mask)
+        ).logits[:, :-1]
+        targets = labels[:, 1:]
+        losses = torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2).float(), targets, ignore_index=-100, reduction="none"
+        )
+        return losses.sum(dim=1), (targets != -100).sum(dim=1).float()
+
     def _evaluation_step(self, batch: dict[str, Any], stage: str) -> None:
-        size = batch["image"].shape[0]
-        self.log(f"{stage}/loss", self.loss(batch), batch_size=size, sync_dist=True, prog_bar=stage == "val")
+        loss_sum, count = self.per_sample_loss(batch)
+        self.token_loss[stage].update(index=batch["index"], loss_sum=loss_sum.double(), tokens=count.double())
         closed = [i for i, task in enumerate(batch["task"]) if task == "closed_vqa"]
         if not closed:
             return
@@ -242,6 +263,11 @@ class CTVLMModule(MedzooModule):
         )
 
     def _log_diagnosis(self, stage: str) -> None:
+        if self.token_loss[stage].update_called:
+            values = self.token_loss[stage].compute()
+            self.token_loss[stage].reset()
+            loss = float(values["loss_sum"].sum() / values["tokens"].sum().clamp(min=1.0))
+            self.log(f"{stage}/loss", loss, prog_bar=stage == "val")
         if not self.diagnosis[stage].update_called:
             return
         values = {k: v.cpu().numpy() for k, v in self.diagnosis[stage].compute().items()}

@@ -19,47 +19,23 @@ def write_tiny_language_model(
     """Save a randomly initialised (seeded) Llama-architecture causal LM and a byte-level BPE tokenizer
     trained on ``corpus``, with ``<image>`` as an added special token. Deterministic for a fixed corpus.
 
-    This is the demo's language model: it stands in for a pretrained LLM, which cannot be downloaded here.
+    This is the demo's language model: it stands in for a pretrained LLM, which cannot be downloaded here
+    (``medzoo.tiny_hf.write_tiny_causal_lm`` with the demo's sizes: 400-token vocabulary, 4 heads, 512
+    positions).
     """
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from medzoo.tiny_hf import write_tiny_causal_lm
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    specials = ["<pad>", "<s>", "</s>", "<unk>", IMAGE_TOKEN]
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    return write_tiny_causal_lm(
+        Path(folder),
+        hidden,
+        layers,
+        corpus,
+        (IMAGE_TOKEN,),
+        vocab_size=400,
+        heads=4,
+        max_positions=512,
+        seed=seed,
     )
-    bpe.train_from_iterator(list(corpus), trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        additional_special_tokens=[IMAGE_TOKEN],
-    )
-    tokenizer.save_pretrained(folder)
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    return folder
 
 
 def load_language_model(name_or_path: str | os.PathLike, **kwargs: Any) -> tuple[Any, Any, int]:

@@ -60,7 +60,8 @@ def test_demo_two_steps_under_ddp_and_metric_equals_single_process(package: Path
     _run(
         [
             script, *fit, *common,
-            "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu",
+            f"--trainer.strategy={medzoo.get('ddp_strategy', 'ddp')}",
+            "--trainer.devices=2", "--trainer.accelerator=cpu",
             "--trainer.max_epochs=1", "--trainer.max_steps=2", "--trainer.limit_train_batches=2",
         ],
         tmp_path,

@@ -80,20 +80,9 @@ def read_cxr(path: str | Path) -> Image.Image:
 
     Non-uint8 pixels are min-max scaled to [0, 255]; colour inputs are converted to grey first.
     """
-    from medzoo.io import read_image
+    from medzoo.io import read_grey_uint8
 
-    path = Path(path)
-    if not path.is_file():
-        raise MedzooDataError(path, "no such file", "an existing image file (PNG, JPEG, DICOM, ...)")
-    array = read_image(path).array
-    if array.ndim == 3:
-        array = np.asarray(Image.fromarray(array[..., :3].astype(np.uint8)).convert("L"))
-    if array.dtype != np.uint8:
-        array = array.astype(np.float64)
-        low, high = float(array.min()), float(array.max())
-        array = (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)
-        array = array.round().astype(np.uint8)
-    return Image.fromarray(array).convert("RGB")
+    return Image.fromarray(read_grey_uint8(path)).convert("RGB")
 
 
 def build_transform(train: bool, image_size: int = 224) -> Callable[[Image.Image], torch.Tensor]:

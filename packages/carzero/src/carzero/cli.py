@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -219,19 +218,9 @@ def align_reports(
         device: torch device for the LLM.
     """
     from carzero.alignment import LLMReportAligner, load_align_template, rule_based_align
-    from medzoo.io import write_csv
+    from medzoo.io import read_text_column, write_csv
 
-    input = Path(input)
-    if not input.is_file():
-        raise MedzooDataError(input, "no such file", "a CSV of reports")
-    table = pd.read_csv(input)
-    if report_column not in table:
-        raise MedzooDataError(input, f"columns {list(table.columns)}", f"a {report_column!r} column")
-    reports = table[report_column].tolist()
-    for row, text in enumerate(reports):
-        if not isinstance(text, str) or not text.strip():
-            raise MedzooDataError(f"{input} (row {row}, column {report_column})", "an empty report",
-                                  "non-empty report text in every row")  # fmt: skip
+    table, reports = read_text_column(input, report_column)
     if model is None:
         aligned = [rule_based_align(text) for text in reports]
     else:

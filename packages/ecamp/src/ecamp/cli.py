@@ -8,11 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from ecamp.data import ECAMPDataModule, FinetuneDataModule
 from ecamp.module import ECAMPModule, FinetuneModule
-from medzoo.errors import MedzooDataError
 from medzoo.lightning import Stage, cli
 
 
@@ -41,19 +38,9 @@ def distill_reports(
     """
     from ecamp.distill import LLMContextDistiller, load_prompt
     from ecamp.text import rule_based_context
-    from medzoo.io import write_csv
+    from medzoo.io import read_text_column, write_csv
 
-    input = Path(input)
-    if not input.is_file():
-        raise MedzooDataError(input, "no such file", "a CSV of reports")
-    table = pd.read_csv(input)
-    if report_column not in table:
-        raise MedzooDataError(input, f"columns {list(table.columns)}", f"a {report_column!r} column")
-    reports = table[report_column].tolist()
-    for row, text in enumerate(reports):
-        if not isinstance(text, str) or not text.strip():
-            raise MedzooDataError(f"{input} (row {row}, column {report_column})", "an empty report",
-                                  "report text in every row")  # fmt: skip
+    table, reports = read_text_column(input, report_column)
     if model is None:
         table[output_column] = [rule_based_context(text) for text in reports]
     else:

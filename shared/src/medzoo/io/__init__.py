@@ -23,6 +23,7 @@ from medzoo.io.landmarks import (
     write_landmark_csv,
     write_normalized_txt,
 )
+from medzoo.io.tables import read_text_column
 from medzoo.io.volumes import LPS_TO_RAS, Volume, read_volume, reorient_to_ras, write_volume
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "read_isbi_txt",
     "read_landmark_csv",
     "read_normalized_txt",
+    "read_text_column",
     "read_volume",
     "reorient_to_ras",
     "to_uint8",

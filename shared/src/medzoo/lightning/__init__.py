@@ -8,7 +8,8 @@
   seeded disjoint splits, and a train loader whose order depends only on ``(seed, epoch)``.
 - :class:`PredictionWriter` (``predict.py``): ``predict`` outputs in ``<default_root_dir>/predictions/``.
 - :class:`GatherAccumulator` (``metrics.py``): per-sample outputs gathered across DDP ranks.
-- :class:`WarmupCosineLR` (``schedules.py``).
+- :class:`WarmupCosineLR`, :func:`follow_trainer` (``schedules.py``): warm-up + cosine, in optimizer steps
+  derived from the trainer (``max_epochs``, ``max_steps`` or ``max_time``) when asked to.
 - :class:`AtomicCheckpointIO`, :class:`EpochSeedCallback`, :func:`resolve_ckpt_path` (``trainer.py``).
 - :func:`cli`, :class:`Stage`, :class:`MedzooCLI` (``commandline.py``): ``<pkg> fit|validate|test|predict``
   plus the package's further verbs, all listed by ``<pkg> --help``.
@@ -32,7 +33,7 @@ from medzoo.lightning.data import EpochSeededSampler, MedzooDataModule, epoch_se
 from medzoo.lightning.metrics import GatherAccumulator
 from medzoo.lightning.module import MedzooModule
 from medzoo.lightning.predict import PredictionWriter
-from medzoo.lightning.schedules import WarmupCosineLR
+from medzoo.lightning.schedules import WarmupCosineLR, follow_trainer, trainer_total_steps
 from medzoo.lightning.trainer import AtomicCheckpointIO, EpochSeedCallback, resolve_ckpt_path
 
 __all__ = [
@@ -48,8 +49,10 @@ __all__ = [
     "WarmupCosineLR",
     "cli",
     "epoch_seed",
+    "follow_trainer",
     "packaged_configs",
     "resolve_ckpt_path",
     "resolve_config_args",
     "seeded_split",
+    "trainer_total_steps",
 ]

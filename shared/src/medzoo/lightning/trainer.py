@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,16 @@ from medzoo.errors import MedzooDataError
 from medzoo.lightning.data import epoch_seed
 
 __all__ = ["AtomicCheckpointIO", "EpochSeedCallback", "resolve_ckpt_path"]
+
+# A run with --trainer.max_time stores the state of Lightning's Timer (the time already spent) in its
+# checkpoints. `validate`/`test`/`predict` (and a resumed fit without max_time) have no Timer, so Lightning
+# warns on every later load that the callback is missing, although nothing is lost: only a resumed
+# time-limited fit needs that state, and it has a Timer. Silence exactly that case (only the Timer missing).
+TIMER_STATE_WARNING = (
+    r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be provided "
+    r"during `Trainer` instantiation\. Please add the following callbacks: \['Timer'\]\."
+)
+warnings.filterwarnings("ignore", message=TIMER_STATE_WARNING, category=UserWarning)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

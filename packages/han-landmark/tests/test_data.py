@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,13 @@ from han_landmark.layouts import (
     load_isbi2015,
     load_normalized_txt_layout,
 )
-from han_landmark.transforms import AugmentationConfig, apply_matrix, resize_matrix
+from han_landmark.transforms import (
+    AugmentationConfig,
+    apply_matrix,
+    draw_scale_rotation,
+    fit_matrix,
+    resize_matrix,
+)
 from medzoo.errors import MedzooDataError
 
 
@@ -184,17 +191,12 @@ def test_augmentation_moves_image_and_landmarks_together(tmp_path):
 
 def test_no_flip_without_declared_pairs_and_label_swap_with_pairs(tmp_path):
     sample = _dot_image(tmp_path)
-    plain = LandmarkDataset(
-        [sample], (90, 120), AugmentationConfig(rotation_prob=0.0, translation=0.0, flip_prob=1.0)
-    )
+    fixed = {"rotation_prob": 0.0, "scale_factor": 0.0, "translation": 0.0, "flip_prob": 1.0}
+    plain = LandmarkDataset([sample], (90, 120), AugmentationConfig(**fixed))
     for epoch in range(5):
         assert np.linalg.det(plain[(epoch, 0)]["to_input"].numpy()[:2, :2]) > 0  # never mirrored
     paired = LandmarkDataset(
-        [sample],
-        (90, 120),
-        AugmentationConfig(
-            rotation_prob=0.0, translation=0.0, flip_prob=1.0, flip_pairs=((0, 1),), photometric=False
-        ),
+        [sample], (90, 120), AugmentationConfig(**fixed, flip_pairs=((0, 1),), photometric=False)
     )
     item = paired[(0, 0)]
     assert np.linalg.det(item["to_input"].numpy()[:2, :2]) < 0
@@ -202,10 +204,80 @@ def test_no_flip_without_declared_pairs_and_label_swap_with_pairs(tmp_path):
     # label 0 now names the mirrored position of the original landmark 1, and vice versa
     np.testing.assert_allclose(item["landmarks"].numpy(), mirrored[[1, 0]], atol=1e-4)
     assert item["image"][0, 50, 119 - 80] > item["image"][0, 0, 0]
+    # the reference's cephalometric setting: mirrored, labels kept
+    unpaired = LandmarkDataset(
+        [sample], (90, 120), AugmentationConfig(**fixed, flip_without_pairs=True, photometric=False)
+    )
+    item = unpaired[(0, 0)]
+    np.testing.assert_allclose(item["landmarks"].numpy(), mirrored, atol=1e-4)
+    np.testing.assert_allclose(_brightest(item["image"]), mirrored[0], atol=1.0)
 
 
-def test_chest_flip_pairs_are_left_right_lungs():
-    assert CHEST_FLIP_PAIRS == ((0, 3), (1, 4), (2, 5))
+def test_scale_rotation_draws_follow_the_reference_distribution():
+    rng = np.random.default_rng(0)
+    draws = np.array([draw_scale_rotation(rng, 40.0, 0.6, 0.5, "normal") for _ in range(20000)])
+    angle, scale = draws[:, 0], draws[:, 1]
+    rotated = angle != 0
+    assert rotated.mean() == pytest.approx(0.6, abs=0.015)
+    assert np.abs(angle).max() <= 80.0 and np.abs(angle).max() > 75.0  # clipped at 2 sigma
+    # clip(N(0, 40), +-80): the spread of a normal clipped at 2 sigma
+    clipped_std = 40 * np.sqrt(stats_clipped_second_moment(2.0))
+    assert angle[rotated].std() == pytest.approx(clipped_std, rel=0.03)
+    assert scale.min() >= 0.5 and scale.max() <= 1.5 and (scale != 1.0).all()  # always drawn
+    below = 0.5 * math.erfc(1 / math.sqrt(2))  # P(N(1, 0.5) < 0.5) = P(Z < -1): clipped to 0.5
+    assert (scale == 0.5).mean() == pytest.approx(below, abs=0.01)
+    assert (scale == 1.5).mean() == pytest.approx(below, abs=0.01)
+    uniform = np.array([draw_scale_rotation(rng, 40.0, 0.6, 0.5, "uniform") for _ in range(4000)])
+    moved = uniform[:, 0] != 0
+    assert np.abs(uniform[:, 0]).max() <= 40 and (uniform[~moved, 1] == 1.0).all()
+    assert uniform[moved, 1].std() == pytest.approx(1 / np.sqrt(12), rel=0.05)
+
+
+def stats_clipped_second_moment(c: float) -> float:
+    """E[clip(Z, -c, c)^2] for a standard normal Z (numerical, to check the clipped spread)."""
+    z = np.linspace(-12, 12, 240001)
+    density = np.exp(-(z**2) / 2) / np.sqrt(2 * np.pi)
+    return float(np.trapezoid(np.clip(z, -c, c) ** 2 * density, z))
+
+
+def test_keep_aspect_with_padding_centres_the_image_and_inverts_exactly(tmp_path):
+    size_hw, input_hw = (90, 120), (64, 64)
+    matrix, resized = fit_matrix(size_hw, input_hw, keep_aspect=True, padding=1.25)
+    scale = 64 / (120 * 1.25)
+    assert resized == (round(90 * scale), round(120 * scale))
+    centre = np.array([[(120 - 1) / 2, (90 - 1) / 2]])
+    np.testing.assert_allclose(apply_matrix(matrix, centre), [[31.5, 31.5]], atol=0.5)  # centred
+    assert matrix[0, 0] == pytest.approx(matrix[1, 1], rel=0.02)  # one scale for both axes
+    sample = _dot_image(tmp_path)
+    item = LandmarkDataset([sample], input_hw, keep_aspect=True, padding=1.25)[0]
+    np.testing.assert_allclose(item["to_input"].numpy(), matrix)
+    for k in range(2):  # the dot is where the matrix puts it, in a black frame
+        dot = apply_matrix(matrix, sample.coords[k : k + 1])[0]
+        assert item["image"][0, round(dot[1]), round(dot[0])] > item["image"][0].median()
+    assert (item["image"][:, :, :5] == item["image"][:, :1, :1]).all()  # padded left border: black
+    with pytest.raises(ValueError, match="keep_aspect"):
+        fit_matrix(size_hw, input_hw, keep_aspect=False, padding=1.25)
+
+
+def test_chest_flip_pairs_map_each_lung_onto_the_other(shared_data: Path):
+    samples = load_normalized_txt_layout(shared_data / "chest-shenzhen", num_landmarks=6)
+    for sample in samples:
+        x = sample.coords[:, 0]
+        for a, b in CHEST_FLIP_PAIRS:  # a pair: one landmark in each lung, same kind (apex, angle, base)
+            assert (x[a] - x.mean()) * (x[b] - x.mean()) < 0
+            assert abs(sample.coords[a, 1] - sample.coords[b, 1]) < 0.25 * np.ptp(sample.coords[:, 1])
+    # mirrored and swapped, every landmark stays on its own side
+    dataset = LandmarkDataset(
+        samples[:1],
+        (64, 64),
+        AugmentationConfig(rotation_prob=0, scale_factor=0, translation=0, flip_prob=1.0,
+                           flip_pairs=CHEST_FLIP_PAIRS, photometric=False),
+        keep_aspect=False,
+        padding=1.0,
+    )  # fmt: skip
+    plain = LandmarkDataset(samples[:1], (64, 64), keep_aspect=False, padding=1.0)
+    flipped_x, plain_x = dataset[(0, 0)]["landmarks"][:, 0], plain[0]["landmarks"][:, 0]
+    assert ((flipped_x[:3] < 32) == (plain_x[:3] < 32)).all()
 
 
 def test_datamodule_synthesizes_phantoms_into_an_empty_root_and_splits_disjointly(tmp_path):
@@ -220,6 +292,7 @@ def test_datamodule_synthesizes_phantoms_into_an_empty_root_and_splits_disjointl
     names = {split: {s.image.name for s in samples} for split, samples in dm.splits.items()}
     assert [len(names[s]) for s in ("train", "val", "test")] == [4, 2, 2]
     assert not (names["train"] & names["val"]) and not (names["val"] & names["test"])
+    assert not (names["train"] & names["test"])
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (1, 3, 32, 32) and batch["landmarks"].shape == (1, 4, 2)
 

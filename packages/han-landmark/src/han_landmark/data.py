@@ -10,11 +10,11 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from han_landmark.layouts import (
     CHEST_FLIP_PAIRS,
+    LAYOUT_SPACING_MM,
     LAYOUTS,
     LandmarkSample,
     LayoutRequest,
@@ -25,8 +25,8 @@ from han_landmark.transforms import (
     apply_matrix,
     image_to_unit_float,
     normalize_imagenet,
+    place_image,
     random_affine_matrix,
-    resize_matrix,
     warp_image,
 )
 from medzoo.errors import MedzooDataError
@@ -57,6 +57,9 @@ class LandmarkDataset(Dataset):
             augmentation is reproducible with any number of workers and after resuming. ``dataset[(e, i)]``
             gives an explicit epoch; ``dataset[i]`` takes it from ``epoch_source.epoch`` (the train
             loader's sampler, which Lightning advances), else 0.
+        keep_aspect, padding: how the image is placed into the input (see
+            ``han_landmark.transforms.fit_matrix``): stretched (False, 1.0) or aspect-preserving and
+            centred with ``padding`` times its size fitting the input (the reference: True, 1.25).
     """
 
     def __init__(
@@ -65,8 +68,11 @@ class LandmarkDataset(Dataset):
         input_size: Sequence[int],
         augmentation: AugmentationConfig | None = None,
         seed: int = 0,
+        keep_aspect: bool = False,
+        padding: float = 1.0,
     ) -> None:
         self.samples = list(samples)
+        self.keep_aspect, self.padding = bool(keep_aspect), float(padding)
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.augmentation = augmentation
         self.seed = int(seed)
@@ -89,9 +95,8 @@ class LandmarkDataset(Dataset):
         spacing = sample.spacing
         if spacing is None:
             spacing = loaded.spacing_xy
-        # antialiased resize, then (training) one affine warp for all geometric augmentation
-        image = F.interpolate(image[None], size=self.input_size, mode="bilinear", antialias=True)[0]
-        to_input = resize_matrix(original_hw, self.input_size)
+        # antialiased resize (and centring), then (training) one affine warp for all geometric augmentation
+        image, to_input = place_image(image, self.input_size, self.keep_aspect, self.padding)
         coords = sample.coords.copy()
         visible = sample.visible.copy()
         if self.augmentation is not None:
@@ -124,11 +129,18 @@ class LandmarkDataset(Dataset):
         self, image: torch.Tensor, coords: np.ndarray, visible: np.ndarray, rng: np.random.Generator
     ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
         aug = self.augmentation
-        flip = bool(aug.flip_pairs) and rng.random() < aug.flip_prob
+        flip = (bool(aug.flip_pairs) or aug.flip_without_pairs) and rng.random() < aug.flip_prob
         matrix = random_affine_matrix(
-            rng, self.input_size, aug.rotation_deg, aug.rotation_prob, aug.scale_factor, aug.translation, flip
+            rng,
+            self.input_size,
+            aug.rotation_deg,
+            aug.rotation_prob,
+            aug.scale_factor,
+            aug.translation,
+            flip,
+            aug.scale_rotation,
         )
-        if flip:
+        if flip and aug.flip_pairs:
             # after mirroring, the landmark called "left" sits where "right" was: swap the labels
             order = np.arange(len(coords))
             for a, b in aug.flip_pairs:
@@ -169,8 +181,15 @@ class LandmarkDataModule(MedzooDataModule):
         spacing: mm per pixel for every image, when the layout has none (ISBI: 0.1 built in).
         annotator: ISBI 2015 ground truth: ``senior``, ``junior`` or ``mean``.
         isbi_test_subsets: ISBI 2015 test subsets, e.g. ``["test1"]`` or ``["test1", "test2"]``.
+        keep_aspect, padding: placement of the image in the input (see :class:`LandmarkDataset`); the
+            reference keeps the aspect ratio with 1.25 padding, ``False, 1.0`` stretches the image.
         augment: augment the training split.
-        flip_pairs: left/right landmark pairs; flips happen only when given.
+        flip_pairs: left/right landmark pairs, swapped when the image is mirrored.
+        flip_without_pairs: mirror with probability ``flip_prob`` even without pairs, keeping the labels
+            (the reference's cephalometric setting).
+        scale_rotation: ``"normal"`` (the reference: scale clip(N(1, sf)) always, angle clip(N(0, rf),
+            +-2 rf) with ``rotation_prob``) or ``"uniform"`` (both uniform, together with
+            ``rotation_prob``); see ``han_landmark.transforms.draw_scale_rotation``.
         rotation_deg, rotation_prob, scale_factor, translation, flip_prob, photometric: augmentation.
         synthesize_if_missing, synthetic_images, synthetic_size: the phantom data set to generate.
         batch_size, num_workers, seed: see ``MedzooDataModule``.
@@ -193,8 +212,12 @@ class LandmarkDataModule(MedzooDataModule):
         spacing: float | None = None,
         annotator: Literal["senior", "junior", "mean"] = "senior",
         isbi_test_subsets: list[str] | None = None,
+        keep_aspect: bool = True,
+        padding: float = 1.25,
         augment: bool = True,
         flip_pairs: list[tuple[int, int]] | None = None,
+        flip_without_pairs: bool = False,
+        scale_rotation: Literal["normal", "uniform"] = "normal",
         rotation_deg: float = 40.0,
         rotation_prob: float = 0.6,
         scale_factor: float = 0.5,
@@ -229,15 +252,24 @@ class LandmarkDataModule(MedzooDataModule):
         self.spacing = spacing
         self.annotator = annotator
         self.isbi_test_subsets = list(isbi_test_subsets or ["test1"])
+        if scale_rotation not in ("normal", "uniform"):
+            raise MedzooDataError("data.scale_rotation", repr(scale_rotation), "'normal' or 'uniform'")
+        if padding < 1.0 or (not keep_aspect and padding != 1.0):
+            raise MedzooDataError(
+                "data.padding", str(padding), ">= 1, and exactly 1 unless data.keep_aspect is true"
+            )
+        self.keep_aspect, self.padding = bool(keep_aspect), float(padding)
         self.augmentation = (
             AugmentationConfig(
-                rotation_deg,
-                rotation_prob,
-                scale_factor,
-                translation,
-                flip_prob,
-                tuple((int(a), int(b)) for a, b in (flip_pairs or ())),
-                photometric,
+                rotation_deg=rotation_deg,
+                rotation_prob=rotation_prob,
+                scale_factor=scale_factor,
+                translation=translation,
+                flip_prob=flip_prob,
+                flip_pairs=tuple((int(a), int(b)) for a, b in (flip_pairs or ())),
+                photometric=photometric,
+                flip_without_pairs=flip_without_pairs,
+                scale_rotation=scale_rotation,
             )
             if augment
             else None
@@ -311,7 +343,14 @@ class LandmarkDataModule(MedzooDataModule):
                 "no images",
                 f"at least one (check data.{split}_fraction)",
             )
-        return LandmarkDataset(samples, self.input_size, self.augmentation if augment else None, self.seed)
+        return LandmarkDataset(
+            samples,
+            self.input_size,
+            self.augmentation if augment else None,
+            self.seed,
+            keep_aspect=self.keep_aspect,
+            padding=self.padding,
+        )
 
     def train_dataloader(self):
         dataset = self._dataset("train", augment=True)
@@ -334,7 +373,12 @@ class LandmarkDataModule(MedzooDataModule):
             LandmarkSample(p, empty, np.zeros(self.num_landmarks, dtype=bool), self.spacing_pair())
             for p in self.predict_files()
         ]
-        return self.eval_loader(LandmarkDataset(samples, self.input_size))
+        dataset = LandmarkDataset(
+            samples, self.input_size, keep_aspect=self.keep_aspect, padding=self.padding
+        )
+        return self.eval_loader(dataset)
 
     def spacing_pair(self) -> tuple[float, float] | None:
-        return None if self.spacing is None else (float(self.spacing), float(self.spacing))
+        """(x, y) mm/px of images to predict: ``data.spacing``, else the layout's own (ISBI 2015: 0.1)."""
+        spacing = self.spacing if self.spacing is not None else LAYOUT_SPACING_MM.get(self.layout)
+        return None if spacing is None else (float(spacing), float(spacing))

@@ -45,6 +45,8 @@ from medzoo.lightning import seeded_split
 
 ISBI2015_FOLDERS = {"train": "TrainingData", "test1": "Test1Data", "test2": "Test2Data"}
 ISBI2015_SPACING_MM = 0.1
+LAYOUT_SPACING_MM = {"isbi2015": ISBI2015_SPACING_MM}
+"""The pixel spacing a layout implies for every image (used by ``predict`` on new images of that layout)."""
 HAND_WRIST_WIDTH_MM = 50.0
 CHEST_FLIP_PAIRS = ((0, 3), (1, 4), (2, 5))
 """Left/right pairs of the 6-landmark chest layout (apex, costophrenic angle, medial base per lung)."""

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 
 from han_landmark.models import create_model
 from han_landmark.writers import LandmarkPredictionWriter
 from medzoo.heatmaps import decode_heatmaps, gaussian_heatmaps
-from medzoo.lightning import GatherAccumulator, MedzooModule, PredictionWriter
+from medzoo.io import write_csv
+from medzoo.lightning import GatherAccumulator, MedzooModule, PredictionWriter, follow_trainer
 from medzoo.metrics import mean_radial_error, radial_errors, successful_detection_rate
 
 
@@ -52,6 +55,40 @@ def to_original(coords: torch.Tensor, to_input: torch.Tensor) -> torch.Tensor:
     return coords.to(torch.float64) @ inverse[:, :2, :2].transpose(1, 2) + inverse[:, None, :2, 2]
 
 
+def error_summary(errors: np.ndarray, unit: str) -> dict[str, float]:
+    """``mre_<unit>``, ``mre_<unit>_median`` and ``mre_<unit>_std`` (population std) of the finite errors."""
+    finite = errors[np.isfinite(errors)]
+    mean, std = mean_radial_error(finite)
+    return {f"mre_{unit}": mean, f"mre_{unit}_median": float(np.median(finite)), f"mre_{unit}_std": std}
+
+
+def per_landmark_table(
+    errors: np.ndarray, sdr_errors: np.ndarray, radii: Sequence[float], unit: str, sdr_name: str
+) -> pd.DataFrame:
+    """One row per landmark, in index order, then ``all``: ``landmark, n, mre, median, std, sdr_<r><unit>``.
+
+    ``errors`` and ``sdr_errors`` are (N, K) (NaN where not annotated); MRE columns are in ``unit``.
+    """
+    rows = []
+    for k in [*range(errors.shape[1]), "all"]:
+        column = errors if k == "all" else errors[:, k]
+        scaled = sdr_errors if k == "all" else sdr_errors[:, k]
+        annotated = np.isfinite(column)
+        values = column[annotated]
+        row: dict[str, Any] = {"landmark": k, "n": int(annotated.sum()), "unit": unit}
+        row.update(
+            mre=float(values.mean()) if values.size else np.nan,
+            median=float(np.median(values)) if values.size else np.nan,
+            std=float(values.std()) if values.size else np.nan,
+        )
+        for radius in radii:
+            row[f"sdr_{radius:g}{sdr_name}"] = (
+                float(np.mean(scaled[annotated] < radius)) if values.size else np.nan
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 class HANLandmarkModule(MedzooModule):
     """HAN trained with deep supervision on three heatmap resolutions.
 
@@ -70,7 +107,11 @@ class HANLandmarkModule(MedzooModule):
         overrides: overrides of the configuration (e.g. ``{"drop_path_rate": 0.0}``).
         loss_weights: weights of heads A (1/4), B (1/2), C (FFCM, full).
         sigmas: Gaussian target sigmas in each head's own pixels.
-        sdr_radii: SDR radii in mm (in pixels when the spacing is unknown).
+        sdr_radii: SDR radii in mm, used when every image has a spacing.
+        sdr_radii_px, sdr_px_reference_size: SDR radii when the spacing is unknown: pixels of an image of
+            ``sdr_px_reference_size`` (H, W), scaled by each image's diagonal (default: ISBI 2015's
+            2400 x 1935, where 20/25/30/40 px are 2/2.5/3/4 mm); ``None`` compares raw pixels. Logged as
+            ``sdr_<r>px_scaled`` (``sdr_<r>px`` unscaled).
         decode_refine: sub-pixel refinement of ``medzoo.heatmaps.decode_heatmaps``; ``"log_quadratic"``
             (exact for Gaussian peaks) by default, ``"quarter_offset"`` is the reference's shift.
         optimizer, scheduler, scheduler_interval: see ``MedzooModule``.
@@ -89,6 +130,8 @@ class HANLandmarkModule(MedzooModule):
         loss_weights: tuple[float, float, float] = (1000.0, 3000.0, 3000.0),
         sigmas: tuple[float, float, float] = (2.0, 2.0, 4.0),
         sdr_radii: tuple[float, ...] = (2.0, 2.5, 3.0, 4.0),
+        sdr_radii_px: tuple[float, ...] = (20.0, 25.0, 30.0, 40.0),
+        sdr_px_reference_size: tuple[int, int] | None = (2400, 1935),
         decode_refine: str = "log_quadratic",
         optimizer: OptimizerCallable = torch.optim.AdamW,
         scheduler: LRSchedulerCallable | None = None,
@@ -102,12 +145,20 @@ class HANLandmarkModule(MedzooModule):
         if len(self.loss_weights) != 3 or len(self.sigmas) != 3:
             raise ValueError("loss_weights and sigmas need one value per head (3)")
         self.sdr_radii = tuple(float(r) for r in sdr_radii)
+        self.sdr_radii_px = tuple(float(r) for r in sdr_radii_px)
+        self.sdr_px_reference_size = (
+            None if sdr_px_reference_size is None else tuple(int(v) for v in sdr_px_reference_size)
+        )
         self.decode_refine = decode_refine
         # Per-sample outputs gathered across DDP ranks, so MRE/SDR are computed over the whole split.
         self.outputs = torch.nn.ModuleDict(
-            {stage: GatherAccumulator("pred", "target", "spacing") for stage in ("val", "test")}
+            {stage: GatherAccumulator("pred", "target", "spacing", "size") for stage in ("val", "test")}
         )
         self.test_results: dict[str, Any] = {}
+
+    def configure_optimizers(self) -> Any:
+        # WarmupCosineLR with total_steps=None / warmup_epochs takes its lengths from the trainer (paper.yaml)
+        return follow_trainer(super().configure_optimizers(), self._trainer)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, 3, H, W) standardised image -> heatmaps at 1/4, 1/2 and full resolution."""
@@ -168,6 +219,7 @@ class HANLandmarkModule(MedzooModule):
             pred=out["original"],
             target=batch["original_landmarks"],
             spacing=batch["spacing"],
+            size=batch["original_size"],
         )
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -181,6 +233,11 @@ class HANLandmarkModule(MedzooModule):
 
     def on_test_epoch_end(self) -> None:
         self.test_results = self._log_metrics("test", per_landmark=True)
+        table = self.test_results.get("per_landmark")
+        trainer = self._trainer
+        if table is not None and trainer is not None and trainer.is_global_zero:
+            # the per-landmark report next to the logs: <default_root_dir>/test_per_landmark.csv
+            write_csv(Path(trainer.default_root_dir) / "test_per_landmark.csv", table)
 
     def _gather(self, stage: str) -> dict[str, np.ndarray]:
         values = self.outputs[stage].compute()
@@ -192,26 +249,46 @@ class HANLandmarkModule(MedzooModule):
         if not len(data["pred"]):
             return {}
         errors_px = radial_errors(data["pred"], data["target"])
-        known = np.isfinite(data["spacing"]).all(axis=1)
-        metrics: dict[str, float] = {"mre_px": mean_radial_error(errors_px[np.isfinite(errors_px)])[0]}
-        errors = errors_px
-        if known.all():
-            errors = radial_errors(data["pred"], data["target"], spacing=data["spacing"])
-            metrics["mre_mm"], metrics["mre_mm_std"] = mean_radial_error(errors[np.isfinite(errors)])
+        known = bool(np.isfinite(data["spacing"]).all())
+        metrics = error_summary(errors_px, "px")
+        errors, unit = errors_px, "px"
+        if known:
+            errors, unit = radial_errors(data["pred"], data["target"], spacing=data["spacing"]), "mm"
+            metrics.update(error_summary(errors, "mm"))
         # the monitored "mre" is in mm when every image has a spacing, in pixels otherwise
-        metrics["mre"] = metrics.get("mre_mm", metrics["mre_px"])
-        unit = "mm" if known.all() else "px"
+        metrics["mre"] = metrics[f"mre_{unit}"]
+        sdr_errors, radii, sdr_name = self.sdr_inputs(errors, known, data["size"])
         annotated = np.isfinite(errors)
-        for radius, rate in successful_detection_rate(errors[annotated], self.sdr_radii).items():
-            metrics[f"sdr_{radius:g}{unit}"] = rate
+        for radius, rate in successful_detection_rate(sdr_errors[annotated], radii).items():
+            metrics[f"sdr_{radius:g}{sdr_name}"] = rate
+        table = None
         if per_landmark:
-            for k in range(errors.shape[1]):
-                column = errors[:, k][np.isfinite(errors[:, k])]
-                if column.size:
-                    metrics[f"mre_{unit}_landmark{k}"] = float(column.mean())
+            table = per_landmark_table(errors, sdr_errors, radii, unit, sdr_name)
+            width = len(str(errors.shape[1] - 1))
+            for row in table.itertuples():
+                if row.landmark != "all" and np.isfinite(row.mre):
+                    # zero-padded, so that sorted metric names list the landmarks in numeric order
+                    metrics[f"mre_{unit}_landmark{int(row.landmark):0{width}d}"] = float(row.mre)
         for name, value in metrics.items():
             self.log(f"{stage}/{name}", value, prog_bar=name == "mre")
-        return {"metrics": metrics, "errors": errors, "unit": unit, **data}
+        return {"metrics": metrics, "errors": errors, "unit": unit, "per_landmark": table, **data}
+
+    def sdr_inputs(
+        self, errors: np.ndarray, known: bool, sizes_hw: np.ndarray
+    ) -> tuple[np.ndarray, tuple[float, ...], str]:
+        """Errors, radii and unit name for SDR.
+
+        With a spacing: ``sdr_radii`` in mm. Without: ``sdr_radii_px``, pixel radii on an image of
+        ``sdr_px_reference_size`` (ISBI 2015's 2400 x 1935 by default, where 20 px = 2 mm), scaled by each
+        image's diagonal; ``sdr_px_reference_size=None`` compares raw pixels.
+        """
+        if known:
+            return errors, self.sdr_radii, "mm"
+        if self.sdr_px_reference_size is None:
+            return errors, self.sdr_radii_px, "px"
+        reference = float(np.hypot(*self.sdr_px_reference_size))
+        diagonal = np.hypot(sizes_hw[:, 0].astype(np.float64), sizes_hw[:, 1].astype(np.float64))
+        return errors * (reference / diagonal)[:, None], self.sdr_radii_px, "px_scaled"
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         out = self.predict_landmarks(batch)

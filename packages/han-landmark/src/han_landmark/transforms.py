@@ -33,6 +33,74 @@ def resize_matrix(source_hw: Sequence[int], target_hw: Sequence[int]) -> np.ndar
     )
 
 
+def fit_matrix(
+    source_hw: Sequence[int], target_hw: Sequence[int], keep_aspect: bool = False, padding: float = 1.0
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """How an image of ``source_hw`` is placed into a ``target_hw`` input.
+
+    Without ``keep_aspect`` the image is stretched to fill the input (``padding`` must be 1). With it, the
+    image is scaled by one factor so that ``padding`` times its size fits the input, and centred (the
+    reference's top-down affine with the whole image as the box and ``padding=1.25``); the rest is black.
+
+    Returns:
+        the 3x3 matrix original pixels -> input pixels (pixel centres at integers), and the (h, w) of the
+        resized image, which sits at the integer offset ``((H' - h) // 2, (W' - w) // 2)``: an antialiased
+        resize plus an exact shift. Rounding the resized size to whole pixels keeps the aspect ratio to
+        within one pixel.
+    """
+    if not keep_aspect:
+        if padding != 1.0:
+            raise ValueError(f"padding={padding} needs keep_aspect=True")
+        return resize_matrix(source_hw, target_hw), (int(target_hw[0]), int(target_hw[1]))
+    scale = min(target_hw[0] / (source_hw[0] * padding), target_hw[1] / (source_hw[1] * padding))
+    resized = (max(1, round(source_hw[0] * scale)), max(1, round(source_hw[1] * scale)))
+    offset_y, offset_x = (target_hw[0] - resized[0]) // 2, (target_hw[1] - resized[1]) // 2
+    shift = np.array([[1.0, 0.0, offset_x], [0.0, 1.0, offset_y], [0.0, 0.0, 1.0]])
+    return shift @ resize_matrix(source_hw, resized), resized
+
+
+def place_image(
+    image: torch.Tensor, target_hw: Sequence[int], keep_aspect: bool = False, padding: float = 1.0
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Antialiased resize of a (C, H, W) image into the input, per :func:`fit_matrix`.
+
+    Returns the (C, H', W') input image and its 3x3 matrix original pixels -> input pixels.
+    """
+    matrix, resized = fit_matrix(image.shape[-2:], target_hw, keep_aspect, padding)
+    scaled = F.interpolate(image[None], size=resized, mode="bilinear", antialias=True)[0]
+    if resized == (int(target_hw[0]), int(target_hw[1])):
+        return scaled, matrix
+    top, left = (int(target_hw[0]) - resized[0]) // 2, (int(target_hw[1]) - resized[1]) // 2
+    canvas = image.new_zeros(image.shape[0], int(target_hw[0]), int(target_hw[1]))
+    canvas[:, top : top + resized[0], left : left + resized[1]] = scaled
+    return canvas, matrix
+
+
+def draw_scale_rotation(
+    rng: np.random.Generator,
+    rotation_deg: float,
+    rotation_prob: float,
+    scale_factor: float,
+    distribution: str = "normal",
+) -> tuple[float, float]:
+    """(angle in degrees, isotropic scale) of one training sample.
+
+    - ``"normal"`` (the reference's ``TopDownGetRandomScaleRotation``): scale ``clip(N(1, sf), 1 - sf,
+      1 + sf)`` always; angle ``clip(N(0, rf), -2 rf, 2 rf)`` with probability ``rotation_prob``.
+    - ``"uniform"``: both uniform in ``[-rf, rf]`` and ``[1 - sf, 1 + sf]``, together with probability
+      ``rotation_prob``.
+    """
+    if distribution == "normal":
+        scale = float(np.clip(rng.normal(1.0, scale_factor), 1.0 - scale_factor, 1.0 + scale_factor))
+        angle = float(np.clip(rng.normal(0.0, rotation_deg), -2 * rotation_deg, 2 * rotation_deg))
+        return (angle if rng.random() < rotation_prob else 0.0), scale
+    if distribution != "uniform":
+        raise ValueError(f"scale_rotation={distribution!r}: expected 'normal' or 'uniform'")
+    if rng.random() < rotation_prob:
+        return rng.uniform(-rotation_deg, rotation_deg), rng.uniform(1.0 - scale_factor, 1.0 + scale_factor)
+    return 0.0, 1.0
+
+
 def random_affine_matrix(
     rng: np.random.Generator,
     size_hw: Sequence[int],
@@ -41,20 +109,17 @@ def random_affine_matrix(
     scale_factor: float = 0.5,
     translation: float = 0.15,
     flip: bool = False,
+    distribution: str = "normal",
 ) -> np.ndarray:
     """A random similarity transform about the image centre (3x3, input pixels -> augmented pixels).
 
-    Rotation uniform in ``[-rotation_deg, rotation_deg]`` and isotropic scale uniform in
-    ``[1 - scale_factor, 1 + scale_factor]``, together with probability ``rotation_prob`` (as the
-    reference's ``rot_prob``); translation uniform in ``[-translation, translation]`` of the image size per
-    axis; a horizontal flip first when ``flip``.
+    Angle and scale from :func:`draw_scale_rotation` (``distribution``); translation uniform in
+    ``[-translation, translation]`` of the image size per axis; a horizontal flip first when ``flip``.
     """
     height, width = size_hw
     cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
-    angle, scale = 0.0, 1.0
-    if rng.random() < rotation_prob:
-        angle = math.radians(rng.uniform(-rotation_deg, rotation_deg))
-        scale = rng.uniform(1.0 - scale_factor, 1.0 + scale_factor)
+    angle_deg, scale = draw_scale_rotation(rng, rotation_deg, rotation_prob, scale_factor, distribution)
+    angle = math.radians(angle_deg)
     tx, ty = rng.uniform(-translation, translation, 2) * (width, height)
     cos, sin = scale * math.cos(angle), scale * math.sin(angle)
     centre_out = np.array([[1, 0, -cx], [0, 1, -cy], [0, 0, 1]], dtype=np.float64)
@@ -124,10 +189,12 @@ def normalize_imagenet(image: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class AugmentationConfig:
-    """Training augmentation, as in the paper's ISBI 2015 setting.
+    """Training augmentation; the defaults are the reference's ISBI 2015 setting.
 
     ``flip_pairs`` are the left/right landmark pairs; a horizontal flip (probability ``flip_prob``) swaps
-    each pair and is only used when pairs are declared (cephalograms declare none).
+    each pair. Without pairs there is no flip, unless ``flip_without_pairs``: then the image and its
+    landmarks are mirrored and the labels kept (the reference's cephalometric setting, ``swap=''``).
+    ``scale_rotation`` is the distribution of :func:`draw_scale_rotation`.
     """
 
     rotation_deg: float = 40.0
@@ -139,3 +206,5 @@ class AugmentationConfig:
     photometric: bool = True
     brightness: float = 32 / 255
     contrast: tuple[float, float] = (0.5, 1.5)
+    flip_without_pairs: bool = False
+    scale_rotation: str = "normal"

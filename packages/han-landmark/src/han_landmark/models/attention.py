@@ -7,6 +7,8 @@ tokens of a query region then attend only to the (pooled) keys and values of tho
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -32,8 +34,12 @@ class BiLevelRoutingAttention(nn.Module):
             (the FULL query width, not the per-head width) for routed attention, and ``head_dim ** -0.5``
             for global attention (``topk=-2``). Pass ``(qk_dim // num_heads) ** -0.5`` for the textbook
             per-head scale.
-        side_dwconv: kernel of the depthwise conv on V that forms the local positional enhancement
-            (LePE) added to the attention output; ``0`` disables LePE.
+        side_dwconv: kernel of the depthwise conv that forms the local positional enhancement (LePE) added
+            to the attention output; ``0`` disables LePE.
+        lepe_on: what the LePE conv reads: ``"value"`` (V, as BiFormer's routed attention) or ``"input"``
+            (the attention's input tokens, as BiFormer's ``AttentionLePE``, which the reference uses for its
+            global stage 5).
+        qkv_bias: bias of the q/k/v projection (BiFormer's routed attention has one, ``AttentionLePE`` not).
         auto_pad: zero-pad H and W (bottom/right) up to multiples of ``n_win`` and crop the output back;
             when False a non-divisible input raises ``ValueError``.
         fused_attention: use ``torch.nn.functional.scaled_dot_product_attention``; False materialises the
@@ -58,6 +64,8 @@ class BiLevelRoutingAttention(nn.Module):
         side_dwconv: int = 5,
         auto_pad: bool = True,
         fused_attention: bool = True,
+        lepe_on: Literal["value", "input"] = "value",
+        qkv_bias: bool = True,
     ) -> None:
         super().__init__()
         qk_dim = qk_dim or dim
@@ -65,6 +73,9 @@ class BiLevelRoutingAttention(nn.Module):
             raise ValueError(f"qk_dim={qk_dim} and dim={dim} must be divisible by num_heads={num_heads}")
         if topk != GLOBAL_ATTENTION and not 1 <= topk <= n_win**2:
             raise ValueError(f"topk={topk}: expected -2 (global) or 1..n_win**2={n_win**2}")
+        if lepe_on not in ("value", "input"):
+            raise ValueError(f"lepe_on={lepe_on!r}: expected 'value' or 'input'")
+        self.lepe_on = lepe_on
         self.dim, self.qk_dim, self.num_heads = dim, qk_dim, num_heads
         self.n_win, self.topk, self.kv_per_win = n_win, topk, kv_per_win
         self.auto_pad, self.fused_attention = auto_pad, fused_attention
@@ -72,7 +83,7 @@ class BiLevelRoutingAttention(nn.Module):
         if qk_scale is None:
             qk_scale = head_dim**-0.5 if topk == GLOBAL_ATTENTION else qk_dim**-0.5
         self.scale = qk_scale
-        self.qkv = nn.Linear(dim, 2 * qk_dim + dim)  # [q | k | v]
+        self.qkv = nn.Linear(dim, 2 * qk_dim + dim, bias=qkv_bias)  # [q | k | v]
         self.proj = nn.Linear(dim, dim)
         self.lepe = (
             nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim)
@@ -87,18 +98,22 @@ class BiLevelRoutingAttention(nn.Module):
         attn = (q * self.scale) @ k.transpose(-2, -1)
         return attn.softmax(dim=-1) @ v
 
-    def _lepe(self, v: torch.Tensor) -> torch.Tensor:
-        """Depthwise conv on the value map; v (B, H, W, C) -> (B, H, W, C)."""
-        return self.lepe(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    def _lepe(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
+        """LePE: depthwise conv on V or on the input (see ``lepe_on``); (B, H, W, C) -> (B, H, W, C)."""
+        if self.lepe is None:
+            return None
+        source = x if self.lepe_on == "input" else v
+        return self.lepe(source.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
     def _global_attention(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[1:3]
         q, k, v = self.qkv(x).split([self.qk_dim, self.qk_dim, self.dim], dim=-1)
         # tokens -> heads: (B, m, H*W, d)
         q, k, v = (rearrange(t, "b h w (m d) -> b m (h w) d", m=self.num_heads) for t in (q, k, v))
+        lepe = self._lepe(x, rearrange(v, "b m (h w) d -> b h w (m d)", h=height, w=width))
         out = rearrange(self._attend(q, k, v), "b m (h w) d -> b h w (m d)", h=height, w=width)
-        if self.lepe is not None:
-            out = out + self._lepe(rearrange(v, "b m (h w) d -> b h w (m d)", h=height, w=width))
+        if lepe is not None:
+            out = out + lepe
         return self.proj(out)
 
     def route(self, q_regions: torch.Tensor, k_regions: torch.Tensor) -> torch.Tensor:
@@ -128,7 +143,7 @@ class BiLevelRoutingAttention(nn.Module):
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # zeros at the bottom/right, as the reference
         p = self.n_win
         q, k, v = self.qkv(x).split([self.qk_dim, self.qk_dim, self.dim], dim=-1)
-        lepe = self._lepe(v) if self.lepe is not None else None
+        lepe = self._lepe(x, v)
 
         # (B, R = p*p regions, T = tokens per region, c)
         to_regions = "b (p1 h) (p2 w) c -> b (p1 p2) (h w) c"

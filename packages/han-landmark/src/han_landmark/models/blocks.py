@@ -16,7 +16,7 @@ class BiFormerBlock(nn.Module):
 
     Args:
         dim: channels C.
-        num_heads, n_win, topk, kv_per_win, qk_scale, side_dwconv, auto_pad: see
+        num_heads, n_win, topk, kv_per_win, qk_scale, side_dwconv, auto_pad, lepe_on, qkv_bias: see
             :class:`BiLevelRoutingAttention`.
         mlp_ratio: hidden width of the MLP as a multiple of ``dim``.
         drop_path: stochastic-depth rate of both residual branches.
@@ -39,6 +39,8 @@ class BiFormerBlock(nn.Module):
         mlp_ratio: float = 4.0,
         drop_path: float = 0.0,
         layer_norm_eps: float = 1e-6,
+        lepe_on: str = "value",
+        qkv_bias: bool = True,
     ) -> None:
         super().__init__()
         self.pos_embed = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
@@ -52,6 +54,8 @@ class BiFormerBlock(nn.Module):
             qk_scale=qk_scale,
             side_dwconv=side_dwconv,
             auto_pad=auto_pad,
+            lepe_on=lepe_on,
+            qkv_bias=qkv_bias,
         )
         self.norm2 = nn.LayerNorm(dim, eps=layer_norm_eps)
         hidden = int(dim * mlp_ratio)
@@ -138,6 +142,7 @@ class ConvAttentionBlock(nn.Module):
         in_channels, out_channels: C_in and C_out.
         dilation: dilation of the second conv (2 in HAN).
         reduction, spatial_kernel: see :class:`CBAM`.
+        shortcut_bias: bias of the shortcut conv (the reference has none).
 
     Shapes: input ``(B, C_in, H, W)``, output ``(B, C_out, H, W)``.
     """
@@ -149,6 +154,7 @@ class ConvAttentionBlock(nn.Module):
         dilation: int = 2,
         reduction: int = 16,
         spatial_kernel: int = 7,
+        shortcut_bias: bool = False,
     ) -> None:
         super().__init__()
         out_channels = out_channels or in_channels
@@ -160,7 +166,7 @@ class ConvAttentionBlock(nn.Module):
             nn.BatchNorm2d(out_channels),
         )
         self.cbam = CBAM(out_channels, reduction, spatial_kernel)
-        self.shortcut = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.shortcut = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=shortcut_bias)
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ from han_landmark.layouts import (
     load_csv_layout,
     load_hand_csv,
     load_isbi2015,
+    load_labelme,
     load_normalized_txt_layout,
 )
 from han_landmark.transforms import (
@@ -308,3 +309,141 @@ def test_datamodule_missing_root_and_wrong_landmark_count(tmp_path):
     dm.num_landmarks = 5
     with pytest.raises(MedzooDataError, match=r"landmarks\.csv: found 4 complete landmark column pairs"):
         dm.setup("fit")
+
+
+# -- LabelMe, fixed splits, hand MHA, ISBI splits and spacing ------------------------------------------------
+
+
+def _write_labelme(folder: Path, stem: str, points: dict[str, tuple[float, float]], image: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    shapes = [{"label": k, "points": [list(p)], "shape_type": "point"} for k, p in points.items()]
+    shapes.append({"label": "outline", "points": [[0, 0], [5, 5]], "shape_type": "rectangle"})  # ignored
+    record = {"version": "5.4.1", "shapes": shapes, "imagePath": image, "imageHeight": 40, "imageWidth": 30}
+    path = folder / f"{stem}.json"
+    path.write_text(json.dumps(record))
+    return path
+
+
+LABELS = ["S", "N", "Or"]
+
+
+def _labelme_dataset(root: Path, n: int = 4) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(5)
+    truth = {}
+    for i in range(n):
+        stem = f"ceph{i}"
+        _write_image(root / "images" / f"{stem}.png")
+        a = rng.uniform(2, 28, (3, 2))
+        b = a + rng.normal(0, 1.5, (3, 2))
+        _write_labelme(
+            root / "dr_a", stem, dict(zip(LABELS, map(tuple, a), strict=True)), f"../images/{stem}.png"
+        )
+        _write_labelme(root / "dr_b", stem, dict(zip(LABELS, map(tuple, b), strict=True)), f"{stem}.png")
+        truth[stem] = np.stack([a, b])
+    return truth
+
+
+def test_labelme_two_annotators_one_or_mean(tmp_path):
+    truth = _labelme_dataset(tmp_path)
+    a = load_labelme(tmp_path, 3, LABELS, annotator="dr_a")
+    b = load_labelme(tmp_path, 3, LABELS, annotator="dr_b")  # imagePath not next to the JSON: root/images
+    mean = load_labelme(tmp_path, 3, LABELS, annotator="mean")
+    assert [s.image.name for s in mean] == [f"ceph{i}.png" for i in range(4)]
+    for i, stem in enumerate(truth):
+        np.testing.assert_allclose(a[i].coords, truth[stem][0])
+        np.testing.assert_allclose(b[i].coords, truth[stem][1])
+        np.testing.assert_allclose(mean[i].coords, truth[stem].mean(0))
+    with pytest.raises(MedzooDataError, match=r"'dr_c'.*one of \['dr_a', 'dr_b'\] or 'mean'"):
+        load_labelme(tmp_path, 3, LABELS, annotator="dr_c")
+    with pytest.raises(MedzooDataError, match="3 labels"):
+        load_labelme(tmp_path, 4, LABELS, annotator="dr_a")
+
+
+def test_labelme_missing_duplicate_and_unknown_labels_are_named(tmp_path, caplog):
+    truth = _labelme_dataset(tmp_path, n=2)
+    _write_labelme(tmp_path / "dr_b", "ceph1", {"S": (3.0, 4.0), "Or": (5.0, 6.0)}, "ceph1.png")  # N missing
+    with caplog.at_level("WARNING", logger="han_landmark"):
+        mean = load_labelme(tmp_path, 3, LABELS, annotator="mean")
+    assert "dr_b/ceph1.json: landmark 1" in caplog.text
+    np.testing.assert_allclose(mean[1].coords[1], truth["ceph1"][0][1])  # only dr_a placed N: its point
+    only_b = load_labelme(tmp_path, 3, LABELS, annotator="dr_b")
+    assert np.isnan(only_b[1].coords[1]).all() and only_b[1].visible.tolist() == [True, False, True]
+    path = tmp_path / "dr_b" / "ceph1.json"
+    record = json.loads(path.read_text())
+    record["shapes"].append({"label": "S", "points": [[1, 1]], "shape_type": "point"})
+    path.write_text(json.dumps(record))
+    with pytest.raises(MedzooDataError, match=r"ceph1\.json: found landmark 0 \('S'\) labelled twice"):
+        load_labelme(tmp_path, 3, LABELS, annotator="dr_b")
+    record["shapes"][-1]["label"] = "Sella"
+    path.write_text(json.dumps(record))
+    with pytest.raises(MedzooDataError, match=r"ceph1\.json: found point label 'Sella'.*landmark_labels"):
+        load_labelme(tmp_path, 3, LABELS, annotator="dr_b")
+    (tmp_path / "dr_b" / "ceph0.json").unlink()
+    with pytest.raises(MedzooDataError, match=r"dr_b/ceph0\.json: found no such file"):
+        load_labelme(tmp_path, 3, LABELS, annotator="mean")
+
+
+def test_fixed_splits_from_lists_and_csv_column_are_disjoint_and_exact(tmp_path):
+    _labelme_dataset(tmp_path, n=6)
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "train.txt").write_text("ceph0\nceph1.png\nceph2  # a comment\n")
+    (tmp_path / "splits" / "test.txt").write_text("ceph4\nceph5\n")
+    dm = LandmarkDataModule(
+        root=str(tmp_path), layout="labelme", num_landmarks=3, landmark_labels=LABELS, annotator="mean",
+        val_fraction=0.34,
+    )  # fmt: skip
+    dm.setup("fit")
+    names = {k: sorted(s.image.stem for s in v) for k, v in dm.splits.items()}
+    assert names["test"] == ["ceph4", "ceph5"]  # ceph3 is in no list: left out
+    assert sorted(names["train"] + names["val"]) == ["ceph0", "ceph1", "ceph2"] and len(names["val"]) == 1
+    (tmp_path / "splits" / "test.txt").write_text("ceph9\n")
+    with pytest.raises(MedzooDataError, match=r"'ceph9', which names no image"):
+        LandmarkDataModule(root=str(tmp_path), layout="labelme", num_landmarks=3, landmark_labels=LABELS,
+                           annotator="dr_a").setup("fit")  # fmt: skip
+
+    csv_root = tmp_path / "csv"
+    rows = []
+    for i, split in enumerate(["train", "train", "validate", "test", "train", "test"]):
+        _write_image(csv_root / "images" / f"{i}.png")
+        rows.append([f"{i}.png", 1.0 + i, 2.0, 3.0, 4.0, split])
+    table = pd.DataFrame(rows, columns=["image", "x0", "y0", "x1", "y1", "split"])
+    table.to_csv(csv_root / "landmarks.csv", index=False)
+    dm = LandmarkDataModule(root=str(csv_root), layout="csv", num_landmarks=2)
+    dm.setup("fit")
+    names = {k: sorted(s.image.name for s in v) for k, v in dm.splits.items()}
+    assert names == {"train": ["0.png", "1.png", "4.png"], "val": ["2.png"], "test": ["3.png", "5.png"]}
+    np.testing.assert_allclose(dm.splits["val"][0].coords, [[3.0, 2.0], [3.0, 4.0]])
+
+
+def test_hand_layout_finds_mha_images(tmp_path):
+    sitk = pytest.importorskip("SimpleITK")
+    coords = np.random.default_rng(0).uniform(10, 100, (37, 2))
+    coords[4] = coords[0] + [30.0, 40.0]
+    (tmp_path / "images").mkdir()
+    sitk.WriteImage(
+        sitk.GetImageFromArray(np.zeros((40, 30), dtype=np.uint16)), str(tmp_path / "images" / "7.mha")
+    )
+    pd.DataFrame([["7", *coords.ravel()]]).to_csv(tmp_path / "all.csv", header=False, index=False)
+    samples = load_hand_csv(tmp_path / "all.csv", tmp_path / "images")
+    assert samples[0].image.name == "7.mha" and samples[0].spacing == pytest.approx((1.0, 1.0))
+
+
+def test_isbi_datamodule_splits_and_predict_spacing(tmp_path):
+    _write_isbi(tmp_path, stems=[f"{i:03d}" for i in range(1, 11)])
+    for stem in ("151", "152"):
+        _write_image(tmp_path / "RawImage" / "Test1Data" / f"{stem}.bmp")
+        for doctor in ("senior", "junior"):
+            txt = tmp_path / "AnnotationsByMD" / f"400_{doctor}" / f"{stem}.txt"
+            txt.write_text("1,2\n3,4\n5,6\n")
+    dm = LandmarkDataModule(root=str(tmp_path), layout="isbi2015", num_landmarks=3, val_fraction=0.2)
+    dm.setup("fit")
+    names = {k: {s.image.name for s in v} for k, v in dm.splits.items()}
+    assert len(names["train"]) == 8 and len(names["val"]) == 2 and not names["train"] & names["val"]
+    assert names["test"] == {"151.bmp", "152.bmp"}  # Test1 only, never mixed into train/val
+    assert all(s.spacing == (0.1, 0.1) for v in dm.splits.values() for s in v)
+    predict = LandmarkDataModule(layout="isbi2015", num_landmarks=3, predict_root=str(tmp_path / "RawImage"))
+    batch = next(iter(predict.predict_dataloader()))
+    torch.testing.assert_close(batch["spacing"][0], torch.tensor([0.1, 0.1], dtype=torch.float64))
+    override = LandmarkDataModule(layout="isbi2015", spacing=0.2, predict_root=str(tmp_path / "RawImage"))
+    assert override.spacing_pair() == (0.2, 0.2)
+    assert LandmarkDataModule(layout="csv").spacing_pair() is None

@@ -167,7 +167,7 @@ class LandmarkDataModule(MedzooDataModule):
     Args:
         root: dataset folder. With ``synthesize_if_missing`` a missing or empty ``root`` (or ``None``: a
             folder in the medzoo cache) is filled with ``medzoo.synthetic`` landmark phantoms first.
-        layout: ``"csv"``, ``"isbi2015"``, ``"coco"``, ``"hand"`` or ``"normalized_txt"``
+        layout: ``"csv"``, ``"isbi2015"``, ``"coco"``, ``"hand"``, ``"normalized_txt"`` or ``"labelme"``
             (``han_landmark.layouts.LAYOUTS``).
         num_landmarks: K.
         input_size: (H, W) network input (the paper: (1216, 1024)).
@@ -179,7 +179,13 @@ class LandmarkDataModule(MedzooDataModule):
         image_dir: image subfolder for csv, hand and normalized_txt layouts.
         label_dir: label subfolder of the normalized_txt layout (auto-detected when ``None``).
         spacing: mm per pixel for every image, when the layout has none (ISBI: 0.1 built in).
-        annotator: ISBI 2015 ground truth: ``senior``, ``junior`` or ``mean``.
+        annotator: the ground truth: ISBI 2015 ``senior``, ``junior`` or ``mean``; LabelMe: an annotator
+            folder name or ``mean`` (with one annotator folder the default picks it).
+        annotators: LabelMe annotator folders under ``root`` (default: every sub-folder with JSON files).
+        landmark_labels: LabelMe label of each landmark index, e.g. ``["S", "N", "Or", ...]``; default the
+            labels ``"0" .. "K-1"``.
+        split_dir: folder (under ``root``) of the fixed-split list files ``{train,val,test}.txt`` that the
+            csv and labelme layouts use when present (csv also reads a ``split`` column).
         isbi_test_subsets: ISBI 2015 test subsets, e.g. ``["test1"]`` or ``["test1", "test2"]``.
         keep_aspect, padding: placement of the image in the input (see :class:`LandmarkDataset`); the
             reference keeps the aspect ratio with 1.25 padding, ``False, 1.0`` stretches the image.
@@ -201,7 +207,7 @@ class LandmarkDataModule(MedzooDataModule):
     def __init__(
         self,
         root: str | Path | None = None,
-        layout: Literal["csv", "isbi2015", "coco", "hand", "normalized_txt"] = "csv",
+        layout: Literal["csv", "isbi2015", "coco", "hand", "normalized_txt", "labelme"] = "csv",
         num_landmarks: int = 19,
         input_size: tuple[int, int] = (1216, 1024),
         val_fraction: float = 0.1,
@@ -210,8 +216,11 @@ class LandmarkDataModule(MedzooDataModule):
         image_dir: str = "images",
         label_dir: str | None = None,
         spacing: float | None = None,
-        annotator: Literal["senior", "junior", "mean"] = "senior",
+        annotator: str = "senior",
         isbi_test_subsets: list[str] | None = None,
+        annotators: list[str] | None = None,
+        landmark_labels: list[str] | None = None,
+        split_dir: str = "splits",
         keep_aspect: bool = True,
         padding: float = 1.25,
         augment: bool = True,
@@ -252,6 +261,9 @@ class LandmarkDataModule(MedzooDataModule):
         self.spacing = spacing
         self.annotator = annotator
         self.isbi_test_subsets = list(isbi_test_subsets or ["test1"])
+        self.annotators = None if annotators is None else [str(a) for a in annotators]
+        self.landmark_labels = None if landmark_labels is None else [str(label) for label in landmark_labels]
+        self.split_dir = split_dir
         if scale_rotation not in ("normal", "uniform"):
             raise MedzooDataError("data.scale_rotation", repr(scale_rotation), "'normal' or 'uniform'")
         if padding < 1.0 or (not keep_aspect and padding != 1.0):
@@ -321,6 +333,9 @@ class LandmarkDataModule(MedzooDataModule):
             val_fraction=self.val_fraction,
             test_fraction=self.test_fraction,
             seed=self.seed,
+            landmark_labels=None if self.landmark_labels is None else tuple(self.landmark_labels),
+            annotators=None if self.annotators is None else tuple(self.annotators),
+            split_dir=self.split_dir,
         )
         return load_layout(self.layout, request)
 

@@ -16,6 +16,13 @@ Layouts (``LandmarkDataModule.layout``):
   without header) + ``root/images/<id>.<ext>``; mm/px = 50 mm / |landmark 0 - landmark 4| unless given.
 - ``"normalized_txt"``: ``root/images/*.png`` + ``root/<label_dir>/<stem>.txt`` (line 1 = K, then ``x y`` in
   [0, 1]), as ../shared/data/chest-shenzhen (6 lung landmarks).
+- ``"labelme"``: one LabelMe JSON per image (point shapes), in ``root/<annotator>/`` per annotator or in
+  ``root/`` for one; labels are mapped to landmark indices by ``landmark_labels``; images next to the JSON,
+  at its ``imagePath`` or in ``root/images``.
+
+Fixed splits: the ``csv`` and ``labelme`` layouts take a ``split`` column (csv) or split list files
+``root/splits/{train,val,test}.txt`` (one image file name or stem per line) instead of seeded fractions;
+without a val list, validation is carved from train.
 
 ``LAYOUTS`` maps each name to a function ``(LayoutRequest) -> {"train", "val", "test"} -> samples``; a new
 layout is one function and one registry entry.
@@ -23,6 +30,8 @@ layout is one function and one registry entry.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +52,10 @@ from medzoo.io import (
 )
 from medzoo.lightning import seeded_split
 
+LOGGER = logging.getLogger("han_landmark")
+ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
+"""2D MetaImage/NRRD files, which ``medzoo.io.read_image`` reads but ``list_images`` leaves out."""
+SPLIT_NAMES = {"train": "train", "val": "val", "validate": "val", "validation": "val", "test": "test"}
 ISBI2015_FOLDERS = {"train": "TrainingData", "test1": "Test1Data", "test2": "Test2Data"}
 ISBI2015_SPACING_MM = 0.1
 LAYOUT_SPACING_MM = {"isbi2015": ISBI2015_SPACING_MM}
@@ -87,12 +100,14 @@ def _find_image(folder: Path, stem: str) -> Path:
     direct = folder / stem
     if direct.is_file():
         return direct
-    for suffix in IMAGE_SUFFIXES:
+    for suffix in (*IMAGE_SUFFIXES, *ITK_SUFFIXES):
         for candidate in (folder / f"{stem}{suffix}", folder / f"{stem}{suffix.upper()}"):
             if candidate.is_file():
                 return candidate
     raise MedzooDataError(
-        folder / stem, "no such image file", f"an image named {stem}[{'|'.join(IMAGE_SUFFIXES)}]"
+        folder / stem,
+        "no such image file",
+        f"an image named {stem}[{'|'.join((*IMAGE_SUFFIXES, *ITK_SUFFIXES))}]",
     )
 
 
@@ -286,6 +301,203 @@ def load_normalized_txt_layout(
     return samples
 
 
+def read_labelme_points(
+    path: str | os.PathLike, labels: Sequence[str] | None, num_landmarks: int
+) -> tuple[np.ndarray, dict]:
+    """The point shapes of one LabelMe JSON as (K, 2) float64 (x, y) pixels, NaN where a label is missing.
+
+    Args:
+        path: the JSON file.
+        labels: ``labels[k]`` is the LabelMe label of landmark k; ``None`` means the labels are the
+            integers ``0 .. K-1``.
+        num_landmarks: K.
+
+    Returns:
+        the coordinates and the parsed JSON.
+
+    Raises:
+        MedzooDataError: unreadable JSON, a point label not in ``labels``, or one label on two points (the
+            file and landmark are named; fix the annotation, as nothing tells which point is right).
+    """
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+        shapes = record["shapes"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise MedzooDataError(
+            path, f"an unreadable LabelMe file ({err})", "a LabelMe JSON with shapes"
+        ) from err
+    index = {str(label): k for k, label in enumerate(labels)} if labels is not None else None
+    coords = np.full((num_landmarks, 2), np.nan)
+    for shape in shapes:
+        if shape.get("shape_type", "point") != "point":
+            continue  # polygons, boxes ... are not landmarks
+        label = str(shape.get("label", "")).strip()
+        if index is not None:
+            k = index.get(label)
+        else:
+            k = int(label) if label.isdigit() and int(label) < num_landmarks else None
+        if k is None:
+            expected = (
+                f"one of {list(labels)}" if labels is not None else f"an integer 0..{num_landmarks - 1}"
+            )
+            raise MedzooDataError(path, f"point label {label!r}", f"{expected} (data.landmark_labels)")
+        if np.isfinite(coords[k]).all():
+            raise MedzooDataError(path, f"landmark {k} ({label!r}) labelled twice", "one point per landmark")
+        try:
+            coords[k] = np.asarray(shape["points"][0], dtype=np.float64)[:2]
+        except (KeyError, IndexError, TypeError, ValueError) as err:
+            raise MedzooDataError(path, f"point {label!r} without coordinates", "points [[x, y]]") from err
+    return coords, record
+
+
+def _labelme_image(json_path: Path, record: dict, root: Path, image_dir: str) -> Path:
+    """The image of a LabelMe file: its ``imagePath`` next to the JSON, else ``root/<image_dir>``."""
+    image_path = str(record.get("imagePath") or "")
+    candidates = (
+        [json_path.parent / image_path, root / image_dir / Path(image_path).name] if image_path else []
+    )
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    return _find_image(root / image_dir, json_path.stem)
+
+
+def load_labelme(
+    root: str | os.PathLike,
+    num_landmarks: int,
+    labels: Sequence[str] | None = None,
+    annotators: Sequence[str] | None = None,
+    annotator: str | None = None,
+    image_dir: str = "images",
+    spacing: float | None = None,
+) -> list[LandmarkSample]:
+    """LabelMe point annotations, one JSON per image, from one annotator or the mean of several.
+
+    Args:
+        root: ``root/<annotator>/*.json`` (one folder per annotator) or ``root/*.json`` (one annotator).
+        num_landmarks: K.
+        labels: LabelMe label of each landmark index (see :func:`read_labelme_points`).
+        annotators: the annotator folders; default every sub-folder of ``root`` holding JSON files, or
+            ``root`` itself when it holds the JSON files.
+        annotator: one of ``annotators``, or ``"mean"`` (the mean of every annotator's point, over those
+            who placed it). Needed when there are several annotators.
+        image_dir: where images are found when the JSON's ``imagePath`` does not lead to one.
+        spacing: mm per pixel, when known.
+
+    Policy: a landmark nobody placed is not annotated (NaN: no loss, left out of the metrics) and is reported
+    by file and landmark in one warning; an image JSON missing from an annotator's folder is an error when
+    averaging, so that the mean is never silently one annotator's.
+    """
+    root = Path(root)
+    if labels is not None and len(labels) != num_landmarks:
+        raise MedzooDataError(
+            "data.landmark_labels",
+            f"{len(labels)} labels",
+            f"one per landmark (data.num_landmarks = {num_landmarks})",
+        )
+    if annotators is None:
+        if any(root.glob("*.json")):
+            annotators = ["."]
+        else:
+            annotators = sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.json")))
+    if not annotators:
+        raise MedzooDataError(root, "no LabelMe JSON files", "root/<annotator>/*.json or root/*.json")
+    if annotator in (None, "", "senior") and len(annotators) == 1:
+        annotator = annotators[0]  # "senior" is the DataModule default, meant for ISBI 2015
+    if annotator != "mean" and annotator not in annotators:
+        raise MedzooDataError(
+            "data.annotator", repr(annotator), f"one of {list(annotators)} or 'mean' (folders of {root})"
+        )
+    chosen = list(annotators) if annotator == "mean" else [annotator]
+    stems = sorted({p.stem for folder in chosen for p in (root / folder).glob("*.json")})
+    samples, missing = [], []
+    for stem in stems:
+        per_annotator, image = [], None
+        for folder in chosen:
+            path = root / folder / f"{stem}.json"
+            if not path.is_file():
+                raise MedzooDataError(
+                    path, "no such file", f"a LabelMe file from every annotator of {chosen}"
+                )
+            coords, record = read_labelme_points(path, labels, num_landmarks)
+            per_annotator.append(coords)
+            image = image or _labelme_image(path, record, root, image_dir)
+            missing.extend(
+                f"{path.relative_to(root)}: landmark {k}" for k in np.flatnonzero(np.isnan(coords[:, 0]))
+            )
+        stack = np.stack(per_annotator)
+        placed = np.isfinite(stack[..., 0])
+        coords = np.where(placed.any(0)[:, None], np.nansum(np.where(placed[..., None], stack, 0), 0), np.nan)
+        coords = coords / np.maximum(placed.sum(0), 1)[:, None]
+        samples.append(_sample(image, coords, spacing))
+    if missing:
+        LOGGER.warning(
+            "LabelMe: %d landmark(s) not placed, treated as not annotated: %s",
+            len(missing),
+            "; ".join(missing),
+        )
+    return samples
+
+
+def read_split_lists(folder: Path) -> dict[str, list[str]] | None:
+    """``folder/{train,val,test}.txt`` (one image name or stem per line, ``#`` comments) or ``None``."""
+    if not (folder / "train.txt").is_file():
+        return None
+    lists = {}
+    for name in ("train", "val", "test"):
+        path = folder / f"{name}.txt"
+        if path.is_file():
+            lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
+            lists[name] = [line for line in lines if line]
+    return lists
+
+
+def assign_splits(samples: list[LandmarkSample], assignment: dict[str, str], source: str) -> dict:
+    """Samples grouped by ``assignment`` (image file name or stem -> split); unlisted images are left out.
+
+    Raises:
+        MedzooDataError: a listed name matches no image, or a split name is not train/val/test.
+    """
+    by_name = {}
+    for sample in samples:
+        by_name[sample.image.name] = by_name[sample.image.stem] = sample
+    splits: dict[str, list[LandmarkSample]] = {"train": [], "val": [], "test": []}
+    used = set()
+    for name, split in assignment.items():
+        if split not in SPLIT_NAMES:
+            raise MedzooDataError(source, f"split {split!r} for {name}", "train, val (or validate) or test")
+        if name not in by_name:
+            raise MedzooDataError(
+                source, f"{name!r}, which names no image", "the file name or stem of an image"
+            )
+        splits[SPLIT_NAMES[split]].append(by_name[name])
+        used.add(by_name[name].image)
+    left_out = [s.image.name for s in samples if s.image not in used]
+    if left_out:
+        LOGGER.warning(
+            "%s: %d image(s) in no split, left out: %s", source, len(left_out), ", ".join(left_out)
+        )
+    return splits
+
+
+def _fixed_or_fraction_split(
+    request: LayoutRequest, samples: list[LandmarkSample], column: dict[str, str] | None = None
+) -> Splits:
+    """A ``split`` column, else split list files, else seeded fractions; val carved from train if absent."""
+    if column is not None:
+        splits = assign_splits(samples, column, f"{request.root} split column")
+    else:
+        lists = read_split_lists(request.root / request.split_dir)
+        if lists is None:
+            return request.fraction_split(samples)
+        assignment = {name: split for split, names in lists.items() for name in names}
+        splits = assign_splits(samples, assignment, str(request.root / request.split_dir))
+    if not splits["val"] and request.val_fraction > 0:
+        splits["train"], splits["val"] = request.hold_out_val(splits["train"])
+    return splits
+
+
 # ------------------------------------------------------------------------------------------------ registry
 
 Splits = dict[str, list[LandmarkSample]]
@@ -306,6 +518,9 @@ class LayoutRequest:
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     seed: int = 0
+    landmark_labels: Sequence[str] | None = None
+    annotators: Sequence[str] | None = None
+    split_dir: str = "splits"
 
     def fraction_split(self, samples: list[LandmarkSample]) -> Splits:
         """Seeded train/val/test split by ``val_fraction`` and ``test_fraction``."""
@@ -322,14 +537,33 @@ class LayoutRequest:
 
 
 def _csv_splits(request: LayoutRequest) -> Splits:
+    annotation = request.root / (request.annotation_file or "landmarks.csv")
     samples = load_csv_layout(
+        request.root, annotation.name, request.image_dir, request.num_landmarks, request.spacing
+    )
+    import pandas as pd
+
+    header = pd.read_csv(annotation, nrows=0).columns
+    column = None
+    if "split" in header:
+        table = pd.read_csv(annotation, usecols=["image", "split"], dtype=str, keep_default_na=False)
+        column = {
+            name: value.strip().lower() for name, value in zip(table["image"], table["split"], strict=True)
+        }
+    return _fixed_or_fraction_split(request, samples, column)
+
+
+def _labelme_splits(request: LayoutRequest) -> Splits:
+    samples = load_labelme(
         request.root,
-        request.annotation_file or "landmarks.csv",
-        request.image_dir,
         request.num_landmarks,
+        request.landmark_labels,
+        request.annotators,
+        request.annotator,
+        request.image_dir,
         request.spacing,
     )
-    return request.fraction_split(samples)
+    return _fixed_or_fraction_split(request, samples)
 
 
 def _isbi2015_splits(request: LayoutRequest) -> Splits:
@@ -380,6 +614,7 @@ LAYOUTS: dict[str, Callable[[LayoutRequest], Splits]] = {
     "coco": _coco_splits,
     "hand": _hand_splits,
     "normalized_txt": _normalized_txt_splits,
+    "labelme": _labelme_splits,
 }
 
 

@@ -6,7 +6,14 @@ Measured side by side in one run with ``benchmarks/_harness.py``:
   dense compute), the ``spconv`` backend (Native rulebooks on CPU; implicit GEMM on CUDA) when spconv is
   installed, and a ``plain`` dense encoder with no mask at all; interleaved rounds, median; peak memory is
   the harness's one measure (peak RSS growth of a forked child on CPU, peak allocated on CUDA);
-- at full size, one whole pre-training step (forward, backward, clip, AdamW) at 96^3, mask .75, per backend.
+- one whole pre-training step (forward, backward, clip, AdamW) at mask .75, batch 1, as ratios against the
+  current ``dense`` step (fp32): the ``spconv`` backend, the ``dense`` backend under bf16 autocast (what
+  ``--trainer.precision bf16-mixed`` runs), the dense decoder in ``channels_last_3d``, and a ``plain`` step
+  whose encoder computes every voxel (no mask at all); with peak memory per case;
+- the FLOP floor of that step: its FLOPs counted with ``torch.utils.flop_counter`` (forward + backward,
+  dense compute; the encoder's share separately) over this machine's fp32 matmul rate measured in the same
+  run (2048^3 ``torch.mm``). The floor of a sparse encoder keeps only the active fraction of the encoder's
+  CNN FLOPs.
 
 The paper's efficiency claim is the sparse encoder's saving over dense compute at mask .75: reported as
 dense / spconv time and memory. No figure from elsewhere is compared against.
@@ -24,8 +31,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE] + [str(HERE)]
 
+import copy  # noqa: E402
+
 import torch  # noqa: E402
 from _harness import claim, compare, parse_args, peak_memory_mib, print_table, write_results  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 RATIOS = (0.0, 0.5, 0.75, 0.9)
 
@@ -44,19 +54,63 @@ def encoder_step(model, x: torch.Tensor, variant: str, ratio: float):
     return step
 
 
-def pretrain_step(model, x: torch.Tensor, backend: str):
+def pretrain_step(model, x: torch.Tensor, backend: str, autocast: bool = False, plain: bool = False):
+    """One AdamW step at mask .75 with a fixed mask; ``plain``: the encoder computes every voxel."""
     model.mask_ratio = 0.75
-    cells = model.generate_mask(1, x.device, generator=torch.Generator().manual_seed(0))
+    cells = model.generate_mask(x.shape[0], x.device, generator=torch.Generator().manual_seed(0))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.04)
+
+    def loss() -> torch.Tensor:
+        if not plain:
+            return model(x, cells).loss
+        from hyspark.models import masked_patch_mse
+        from hyspark.models.encoder import upsample_cells
+
+        visible = upsample_cells(cells, model.patch).to(x.dtype)
+        maps = model.encoder.forward_features(x * visible, None, backend="dense")
+        return masked_patch_mse(model.decoder(model.densify(maps, cells)), x, cells, model.patch)
 
     def step() -> None:
         model.encoder.backend = backend
         optimizer.zero_grad(set_to_none=True)
-        model(x, cells).loss.backward()
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+            value = loss()
+        value.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimizer.step()
 
     return step
+
+
+def channels_last_decoder(model):
+    """A copy of ``model`` whose densify projections and decoder hold channels_last_3d weights."""
+    other = copy.deepcopy(model)
+    other.decoder.to(memory_format=torch.channels_last_3d)
+    other.densify_projs.to(memory_format=torch.channels_last_3d)
+    return other
+
+
+def step_flops(model, x: torch.Tensor) -> dict[str, float]:
+    """FLOPs of one dense forward + backward at mask .75: in all, and in the encoder's CNN."""
+    model.mask_ratio = 0.75
+    cells = model.generate_mask(x.shape[0], x.device, generator=torch.Generator().manual_seed(0))
+    model.encoder.backend = "dense"
+    with FlopCounterMode(display=False) as counter:
+        model(x, cells).loss.backward()
+    model.zero_grad(set_to_none=True)
+    counts = counter.get_flop_counts()
+    total = float(sum(counts["Global"].values()))
+    encoder = float(sum(counts.get("HySparK.encoder", {}).values()))
+    vit = float(sum(counts.get("HySparK.encoder.vit", {}).values()))
+    return {"total": total, "encoder_cnn": encoder - vit, "vit": vit, "decoder_and_densify": total - encoder}
+
+
+def matmul_gflops(repeats: int) -> float:
+    """This machine's fp32 matmul rate (GFLOP/s) at the benchmark's thread count, 2048^3 torch.mm."""
+    n = 2048
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    seconds = compare({"mm": lambda: torch.mm(a, b)}, repeats)["mm"]["median_s"]
+    return 2 * n**3 / seconds / 1e9
 
 
 def main() -> None:
@@ -65,7 +119,8 @@ def main() -> None:
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     backends = ["dense"] + (["spconv"] if spconv_available() else [])
-    rows, steps, claims = [], [], []
+    rows, steps, claims, floors = [], [], [], []
+    gflops = matmul_gflops(args.repeats)
     for size in ["tiny"] if args.quick else ["tiny", "paper"]:
         torch.manual_seed(0)
         model = create_hyspark(size).to(device)
@@ -91,15 +146,49 @@ def main() -> None:
             claims.append(
                 claim(name.format("memory"), "dense", "spconv", dense["peak_mib"], sparse["peak_mib"], "MiB")
             )
-        if size == "paper":
-            step_times = compare({b: pretrain_step(model, x, b) for b in backends}, args.repeats)
-            steps += [{"backend": b, "s": step_times[b]["median_s"]} for b in backends]
+        step_cases = {"dense": pretrain_step(model, x, "dense")}
+        if "spconv" in backends:
+            step_cases["spconv"] = pretrain_step(model, x, "spconv")
+        step_cases["dense-bf16"] = pretrain_step(model, x, "dense", autocast=True)
+        step_cases["dense-channels_last_decoder"] = pretrain_step(channels_last_decoder(model), x, "dense")
+        step_cases["plain"] = pretrain_step(model, x, "dense", plain=True)
+        step_times = compare(step_cases, args.repeats)
+        baseline = step_times["dense"]["median_s"]
+        for name, fn in step_cases.items():
+            seconds = step_times[name]["median_s"]
+            steps.append(
+                {"size": f"{s}^3", "case": name, "s": seconds, "this_over_dense": seconds / baseline,
+                 "peak_mib": peak_memory_mib(fn, device.type)}
+            )  # fmt: skip
+        at = {r["case"]: r for r in steps if r["size"] == f"{s}^3"}
+        for name in ("spconv", "dense-bf16", "dense-channels_last_decoder"):
+            if name in at:
+                label = f"pre-training step, {name} vs dense fp32 ({s}^3, mask .75, batch 1)"
+                claims.append(claim(label + " time", "dense", name, at["dense"]["s"], at[name]["s"], "s"))
+        if "spconv" in at:
+            label = f"pre-training step, spconv vs dense fp32 ({s}^3, mask .75, batch 1) memory"
+            claims.append(
+                claim(label, "dense", "spconv", at["dense"]["peak_mib"], at["spconv"]["peak_mib"], "MiB")
+            )
+        flops = step_flops(model, x)
+        sparse_floor_flops = flops["total"] - 0.75 * flops["encoder_cnn"]
+        tera = {k: v / 1e12 for k, v in flops.items()}
+        floor_dense, floor_sparse = flops["total"] / 1e9 / gflops, sparse_floor_flops / 1e9 / gflops
+        floors.append(
+            {"size": f"{s}^3", "step_tflop": tera["total"], "encoder_cnn_tflop": tera["encoder_cnn"],
+             "vit_tflop": tera["vit"], "decoder_tflop": tera["decoder_and_densify"],
+             "floor_dense_s": floor_dense, "floor_sparse_encoder_s": floor_sparse,
+             "dense_step_over_floor": baseline / floor_dense,
+             "best_step_over_sparse_floor": min(at[k]["s"] for k in at) / floor_sparse}
+        )  # fmt: skip
     print(f"HySparK encoder fwd+bwd, batch 1, {device}, {args.threads} threads, median of {args.repeats}")
     print_table(rows)
-    if steps:
-        print("\nfull pre-training step at 96^3, mask .75")
-        print_table(steps)
-    path = write_results("hyspark", {"encoder": rows, "pretrain_step": steps, "claims": claims}, args.quick)
+    print("\nfull pre-training step, mask .75, batch 1 (this_over_dense: time / the dense fp32 step's)")
+    print_table(steps)
+    print(f"\nFLOP floor at this machine's measured fp32 matmul rate, {gflops:.0f} GFLOP/s")
+    print_table(floors)
+    payload = {"encoder": rows, "pretrain_step": steps, "flop_floor": floors, "matmul_gflops": gflops}
+    path = write_results("hyspark", {**payload, "claims": claims}, args.quick)
     print(f"wrote {path}")
 
 

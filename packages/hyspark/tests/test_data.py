@@ -175,3 +175,21 @@ def test_persistent_cache_stores_the_preprocessing(tmp_path):
     torch.testing.assert_close(torch.as_tensor(cached[0]["image"]), torch.as_tensor(uncached))
     path.unlink()
     torch.testing.assert_close(torch.as_tensor(cached[0]["image"]), torch.as_tensor(uncached))
+
+
+def test_posneg_crops_centre_on_foreground_as_the_reference(tmp_path):
+    # Two organ blobs (HU 60) in soft background (HU -400 -> 0 after the window) inside air: with the
+    # reference's pos=1, neg=0 every crop centre is a foreground voxel, though most voxels are background.
+    array = np.full((40, 40, 40), -1000, dtype=np.int16)
+    array[2:38, 2:38, 2:38] = -400
+    array[4:12, 4:12, 4:12] = 60
+    array[28:36, 28:36, 28:36] = 60
+    path = _write_ct(tmp_path / "blobs.nii.gz", array, spacing=(1.5, 1.5, 1.5))
+    augment = training_transforms(
+        ("image",), crop_size=8, crops_per_volume=16, flip_prob=(0.0, 0.0, 0.0), crop_sampling="posneg",
+        crop_pos=1.0, crop_neg=0.0,
+    )  # fmt: skip
+    crops = CTDataset([{"image": str(path)}], preprocess_transforms(("image",)), augment)[0]
+    centres = [float(crop["image"][0, 4, 4, 4]) for crop in crops]
+    assert len(centres) == 16
+    assert all(c > 0 for c in centres), centres

@@ -16,6 +16,7 @@ from hyspark.models import (
 )
 from hyspark.models.encoder import upsample_cells
 from hyspark.models.hyspark import normalize_patches
+from hyspark.models.sparse import select_conv_algorithm
 
 needs_spconv = pytest.mark.skipif(not spconv_available(), reason="spconv is not installed (hyspark[cuda])")
 
@@ -175,44 +176,129 @@ def test_paper_config_shapes_and_size():
     ]  # fmt: skip
 
 
-def test_segmenter_loads_pretrained_encoder_by_name():
+def test_segmenter_loads_pretrained_encoder_known_answer():
+    # Known weights: every stem tap 0.5, bias 0.25. On an all-ones volume an interior voxel of the stem's
+    # output is 27 * 0.5 + 0.25 = 13.75, a corner (8 of 27 taps inside) 8 * 0.5 + 0.25 = 4.25.
     pretrain = create_hyspark("tiny")
+    state = pretrain.encoder.state_dict()
+    state["stem.weight"] = torch.full_like(state["stem.weight"], 0.5)
+    state["stem.bias"] = torch.full_like(state["stem.bias"], 0.25)
     segmenter = create_segmenter("tiny", num_classes=3)
-    segmenter.encoder.load_state_dict(pretrain.encoder.state_dict())
-    for name, tensor in pretrain.encoder.state_dict().items():
-        assert torch.equal(segmenter.encoder.state_dict()[name], tensor), name
-    logits = segmenter(torch.rand(1, 1, 32, 32, 32))
-    assert logits.shape == (1, 3, 32, 32, 32)
+    segmenter.encoder.load_state_dict(state, strict=True)
+    stem_out = segmenter.encoder.stem(torch.ones(1, 1, 32, 32, 32))
+    assert stem_out[0, :, 5, 6, 7].tolist() == [13.75] * 8
+    assert stem_out[0, :, 0, 0, 0].tolist() == [4.25] * 8
 
 
-def test_reference_key_layout_is_converted():
-    encoder = create_encoder("tiny")
-    ours = {k: v.clone() for k, v in encoder.state_dict().items()}
-    to_reference = {
-        "stem.": "embeddings.stem.",
-        "vit.": "mae.",
+def test_reference_encoder_keys_each_map_and_load_strictly(reference_keys, reference_state):
+    rows = reference_keys
+    assert len(rows) == 122
+    encoder = create_encoder("paper")
+    converted = convert_reference_state_dict(reference_state("sparse_encoder."))
+    # Every reference key but the fixed sin-cos table maps to its own key of ours, and loads strictly
+    # (same names, same shapes).
+    assert len(converted) == 121 == len(encoder.state_dict())
+    encoder.load_state_dict(converted, strict=True)
+    ours = encoder.state_dict()
+    # Each of our tensors holds one reference tensor whole, and together they hold all but mae.pos_embed.
+    assert all(bool((v == v.flatten()[0]).all()) for v in ours.values())
+    held = sorted(int(v.flatten()[0]) for v in ours.values())
+    assert held == [i for i, (key, _) in enumerate(rows) if key != "mae.pos_embed"]
+    # Known pairs of the mapping.
+    expected = {
+        "embeddings.stem.weight": "stem.weight",
+        "embeddings.layer3.2.conv1.weight": "stages.2.2.depthwise.weight",
+        "embeddings.layer4.1.norm.bias": "stages.3.1.norm.bias",
+        "embeddings.layer5.0.conv2.weight": "stages.4.0.expand.weight",
+        "embeddings.layer1.0.conv3.bias": "stages.0.0.compress.bias",
+        "embeddings.expend4.weight": "widen.3.weight",
+        "mae.mask_token": "vit.mask_token",
+        "mae.blocks.2.attn.qkv.weight": "vit.blocks.2.attn.qkv.weight",
+        "mae.norm.weight": "vit.norm.weight",
     }
-    reference = {}
-    for key, value in ours.items():
-        ref = key
-        for a, b in to_reference.items():
-            if ref.startswith(a):
-                ref = b + ref[len(a) :]
-        if key.startswith("stages."):
-            _, stage, block, part, kind = key.split(".")
-            part = {"depthwise": "conv1", "norm": "norm", "expand": "conv2", "compress": "conv3"}[part]
-            ref = f"embeddings.layer{int(stage) + 1}.{block}.{part}.{kind}"
-        if key.startswith("widen."):
-            _, i, kind = key.split(".")
-            ref = f"embeddings.expend{int(i) + 1}.{kind}"
-        reference["module.sparse_encoder.sp_cnn." + ref] = value.clone() + 1
-    reference["module.sparse_encoder.sp_cnn.mae.pos_embed"] = torch.zeros(1, 8, 48)
-    reference["module.dense_decoder.proj.weight"] = torch.zeros(1)
-    converted = convert_reference_state_dict(reference)
-    assert set(converted) == set(ours)
-    encoder.load_state_dict(converted)
-    for key, value in ours.items():
-        assert torch.equal(encoder.state_dict()[key], value + 1), key
+    index = {k: i for i, (k, _) in enumerate(rows)}
+    for reference_key, our_key in expected.items():
+        assert bool((ours[our_key] == index[reference_key]).all()), reference_key
+
+
+def test_position_embedding_known_answer():
+    # The reference's fixed table (mae.pos_embed, dropped on load): channels [sin h, cos h, sin w, cos w,
+    # sin d, cos d], 64 each at dim 384, omega_k = 10000^(-k/64). Token 1 of the 6^3 grid is (h, w, d) =
+    # (0, 0, 1); token 6 is (0, 1, 0).
+    table = create_encoder("paper").vit.pos_embed[0]
+    omega = 1.0 / 10000 ** (torch.arange(64) / 64)
+    zeros, ones = torch.zeros(64), torch.ones(64)
+    expected_1 = torch.cat([zeros, ones, zeros, ones, omega.sin(), omega.cos()])
+    expected_6 = torch.cat([zeros, ones, omega.sin(), omega.cos(), zeros, ones])
+    torch.testing.assert_close(table[1], expected_1)
+    torch.testing.assert_close(table[6], expected_6)
+
+
+def test_vit_heads_follow_img_size_as_the_reference():
+    assert create_encoder("paper").vit.blocks[0].attn.num_heads == 96 // 8
+    assert create_encoder("paper", img_size=64).vit.blocks[0].attn.num_heads == 64 // 8
+    assert create_encoder("tiny", img_size=48).vit.blocks[0].attn.num_heads == 48 // 8
+
+
+def test_initialisation_follows_the_reference():
+    torch.manual_seed(0)
+    model = create_hyspark("paper")
+    # Encoder convolutions keep PyTorch's default: uniform within 1/sqrt(fan_in), std bound/sqrt(3).
+    widen = model.encoder.widen[2].weight  # (256, 128, 3, 3, 3)
+    bound = 1 / (128 * 27) ** 0.5
+    assert widen.abs().max() <= bound
+    assert widen.std().item() == pytest.approx(bound / 3**0.5, rel=0.02)
+    # Decoder transposed convolutions: kaiming normal, fan_out = weight.size(0) * 8 -> std sqrt(2 / fan_out).
+    up = model.decoder.up[1][0].weight  # (384, 384, 2, 2, 2)
+    assert up.std().item() == pytest.approx((2 / (384 * 8)) ** 0.5, rel=0.02)
+    # Decoder convolutions: truncated normal, std .02 (within +-2, i.e. never beyond |w| = 2).
+    conv = model.decoder.up[1][1][0].weight
+    assert conv.std().item() == pytest.approx(0.02, rel=0.02)
+    assert float(model.decoder.up[1][1][0].bias.detach().abs().max()) == 0.0
+    # Densify projections: PyTorch's default (uniform within 1/sqrt(fan_in)).
+    proj = model.densify_projs[1].weight  # (384, 384, 3, 3, 3)
+    assert proj.std().item() == pytest.approx(1 / (384 * 27) ** 0.5 / 3**0.5, rel=0.02)
+    # Mask tokens: truncated normal within +-.02.
+    assert all(float(t.abs().max()) <= 0.02 for t in model.mask_tokens)
+
+
+@pytest.mark.parametrize(
+    ("device", "requested", "expected"),
+    [("cpu", "auto", "native"), ("cuda", "auto", "implicit_gemm"), ("cuda", "native", "native"),
+     ("cuda:1", "implicit_gemm", "implicit_gemm"), ("cpu", "native", "native")],
+)  # fmt: skip
+def test_spconv_algorithm_switch(device, requested, expected):
+    assert select_conv_algorithm(torch.device(device), requested) == expected
+
+
+def test_spconv_algorithm_switch_rejects_bad_choices():
+    with pytest.raises(ValueError, match="needs CUDA"):
+        select_conv_algorithm("cpu", "implicit_gemm")
+    with pytest.raises(ValueError, match="spconv_algorithm must be one of"):
+        create_encoder("tiny", spconv_algorithm="fast")
+
+
+@needs_spconv
+def test_spconv_backend_on_cpu_runs_native_and_frees_rulebooks(monkeypatch):
+    from hyspark.models import sparse
+
+    scales = []
+    original = sparse.active_sites
+    monkeypatch.setattr(sparse, "active_sites", lambda *a: scales.append(original(*a)) or scales[-1])
+    built = []  # per call: whether the rulebook had to be built
+    original_rulebook = sparse.SparseScale.subm_rulebook
+    monkeypatch.setattr(
+        sparse.SparseScale,
+        "subm_rulebook",
+        lambda self: built.append(self._subm_rulebook is None) or original_rulebook(self),
+    )
+    encoder = create_encoder("tiny", backend="spconv")
+    cells = _random_cells(1, 2, 2, seed=5)
+    encoder(torch.rand(1, 1, 32, 32, 32), cells)
+    assert scales[0].algorithm == "native"
+    assert scales[0]._subm_rulebook is None  # released after the stage
+    # One rulebook per scale (5 scales), built once and reused by all the layers of its stage.
+    assert sum(built) == 5 and len(built) > 5
 
 
 def test_hyspark_is_deterministic_given_mask_and_seed():

@@ -159,17 +159,22 @@ def training_transforms(
     crops_per_volume: int = 4,
     flip_prob: tuple[float, float, float] = (0.2, 0.2, 0.1),
     crop_sampling: Literal["posneg", "uniform"] = "posneg",
+    crop_pos: float = 1.0,
+    crop_neg: float = 0.0,
 ) -> list[mt.Transform]:
     """Random part: foreground crop, pad to ``crop_size``, crops, flips, then plain tensors.
 
-    ``posneg`` centres half of the crops on foreground voxels (the image itself, > 0 after the window, in
-    pre-training; the label in fine-tuning) and half anywhere, as MONAI's RandCropByPosNegLabeld.
+    ``posneg`` is MONAI's RandCropByPosNegLabeld: a crop is centred on a foreground voxel (the image itself,
+    > 0 after the window, in pre-training; the label in fine-tuning) with probability
+    ``crop_pos / (crop_pos + crop_neg)``, else on a background voxel. The reference pre-trains with
+    ``pos=1, neg=0``: every crop centred on foreground. ``uniform`` draws crop positions uniformly.
     """
     keys = list(keys)
     roi = (crop_size,) * 3
     if crop_sampling == "posneg":
         crop = mt.RandCropByPosNegLabeld(
-            keys, label_key="label" if "label" in keys else "image", spatial_size=roi, pos=1, neg=1,
+            keys, label_key="label" if "label" in keys else "image", spatial_size=roi,
+            pos=crop_pos, neg=crop_neg,
             num_samples=crops_per_volume, image_key="image", image_threshold=0.0, allow_smaller=False,
         )  # fmt: skip
     elif crop_sampling == "uniform":
@@ -186,12 +191,23 @@ def training_transforms(
 
 
 def evaluation_transforms(keys: Sequence[str] = ("image",), crop_size: int = 96) -> list[mt.Transform]:
-    """Deterministic crop for validation: foreground crop, pad, centre crop of ``crop_size``."""
+    """Deterministic crop for pre-training validation: foreground crop, pad, centre crop of ``crop_size``."""
     roi = (crop_size,) * 3
     return [
         mt.CropForegroundd(list(keys), source_key="image", allow_smaller=True),
         mt.SpatialPadd(list(keys), spatial_size=roi),
         mt.CenterSpatialCropd(list(keys), roi_size=roi),
+        mt.EnsureTyped(list(keys), track_meta=False),
+    ]
+
+
+def whole_volume_transforms(keys: Sequence[str] = ("image", "label")) -> list[mt.Transform]:
+    """Segmentation validation and test: the whole preprocessed volume, cropped to the body (foreground).
+
+    The network then sees it through sliding windows (BTCV protocol), so no crop size applies here.
+    """
+    return [
+        mt.CropForegroundd(list(keys), source_key="image", allow_smaller=True),
         mt.EnsureTyped(list(keys), track_meta=False),
     ]
 
@@ -252,8 +268,11 @@ class CTDataModule(MedzooDataModule):
         root: dataset folder (see :func:`find_cases`). None: a synthetic CT set generated into
             ``$MEDZOO_CACHE/hyspark`` (default ``~/.cache/medzoo/hyspark``; the offline demo).
         task: "pretrain" or "segment".
+        batch_size: volumes per step; a step holds ``batch_size * crops_per_volume`` crops (the reference's
+            single-GPU command: 4 volumes x 4 crops = 16).
         crop_size, crops_per_volume, spacing, hu_range, flip_prob, crop_sampling: preprocessing (paper
             defaults).
+        crop_pos, crop_neg: foreground / background weights of ``posneg`` crops (reference: 1 and 0).
         val_fraction: share of the cases held out for validation (seeded split; at least one case).
         cache_dir: optional PersistentDataset cache of the deterministic preprocessing.
         predict_root: folder or file of volumes for ``predict`` (defaults to the validation cases).
@@ -275,6 +294,8 @@ class CTDataModule(MedzooDataModule):
         hu_range: tuple[float, float] = (-175.0, 250.0),
         flip_prob: tuple[float, float, float] = (0.2, 0.2, 0.1),
         crop_sampling: Literal["posneg", "uniform"] = "posneg",
+        crop_pos: float = 1.0,
+        crop_neg: float = 0.0,
         val_fraction: float = 0.2,
         cache_dir: str | None = None,
         predict_root: str | None = None,
@@ -298,6 +319,11 @@ class CTDataModule(MedzooDataModule):
         self.crop_sampling, self.val_fraction, self.cache_dir = crop_sampling, val_fraction, cache_dir
         self.predict_root, self.check_hu, self.synthetic_volumes = predict_root, check_hu, synthetic_volumes
         self.test_root = test_root
+        if crop_pos < 0 or crop_neg < 0 or crop_pos + crop_neg <= 0:
+            raise MedzooDataError(
+                "data.crop_pos/crop_neg", f"{crop_pos}/{crop_neg}", "non-negative weights, not both 0"
+            )
+        self.crop_pos, self.crop_neg = crop_pos, crop_neg
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -323,21 +349,28 @@ class CTDataModule(MedzooDataModule):
         self.val_cases = [cases[i] for i in val_idx] or cases
         cache = None if self.cache_dir is None else str(Path(self.cache_dir))
         augment = training_transforms(
-            self.keys, self.crop_size, self.crops_per_volume, self.flip_prob, self.crop_sampling
-        )
+            self.keys, self.crop_size, self.crops_per_volume, self.flip_prob, self.crop_sampling,
+            self.crop_pos, self.crop_neg,
+        )  # fmt: skip
         self.train_dataset = CTDataset(self.train_cases, self._preprocess(self.keys), augment, cache)
-        self.val_dataset = CTDataset(
-            self.val_cases,
-            self._preprocess(self.keys),
-            evaluation_transforms(self.keys, self.crop_size),
-            cache,
-        )
+        self.val_dataset = CTDataset(self.val_cases, self._preprocess(self.keys), self._evaluation(), cache)
+
+    def _evaluation(self) -> list:
+        # Segmentation is scored on whole volumes (sliding windows); pre-training on a centre crop.
+        if self.task == "segment":
+            return whole_volume_transforms(self.keys)
+        return evaluation_transforms(self.keys, self.crop_size)
+
+    def _evaluation_loader(self, dataset: Dataset):
+        # Whole volumes differ in size: one per batch.
+        batch_size = 1 if self.task == "segment" else None
+        return self.eval_loader(dataset, batch_size=batch_size, collate_fn=list_data_collate)
 
     def train_dataloader(self):
         return self.train_loader(self.train_dataset, collate_fn=list_data_collate)
 
     def val_dataloader(self):
-        return self.eval_loader(self.val_dataset, collate_fn=list_data_collate)
+        return self._evaluation_loader(self.val_dataset)
 
     def test_dataloader(self):
         if self.test_root is None or self.task != "segment":
@@ -347,10 +380,8 @@ class CTDataModule(MedzooDataModule):
                 "`hyspark finetune test --data.test_root DIR` with a labelled test set (task 'segment')",
             )
         cases = [{k: c[k] for k in self.keys} for c in find_cases(self.test_root, need_labels=True)]
-        dataset = CTDataset(
-            cases, self._preprocess(self.keys), evaluation_transforms(self.keys, self.crop_size), None
-        )
-        return self.eval_loader(dataset, collate_fn=list_data_collate)
+        dataset = CTDataset(cases, self._preprocess(self.keys), self._evaluation(), None)
+        return self._evaluation_loader(dataset)
 
     def predict_cases(self) -> list[dict[str, str]]:
         if self.predict_root is None:

@@ -19,14 +19,15 @@ from medzoo.models import model_settings
 
 # Named configurations (timm-style): encoder kwargs plus the pre-training decoder width.
 MODEL_CONFIGS: dict[str, dict[str, Any]] = {
-    # The paper: 96^3 crops, MedNeXt widths (32, 64, 128, 256, 384), ViT depth 3 with 12 heads.
+    # The paper: 96^3 crops, MedNeXt widths (32, 64, 128, 256, 384), ViT depth 3; heads img_size // 8 (None),
+    # as the reference (12 at 96^3).
     "paper": {
         "img_size": 96,
         "widths": (32, 64, 128, 256, 384),
         "depths": (1, 1, 3, 3, 1),
         "expansions": (2, 4, 4, 4, 2),
         "vit_depth": 3,
-        "vit_heads": 12,
+        "vit_heads": None,
         "decoder_width": 768,
     },
     # CPU tests and the demo: 32^3 crops (a 2^3 token grid), narrow stages, one ViT block.
@@ -36,7 +37,7 @@ MODEL_CONFIGS: dict[str, dict[str, Any]] = {
         "depths": (1, 1, 1, 1, 1),
         "expansions": (2, 2, 2, 2, 2),
         "vit_depth": 1,
-        "vit_heads": 4,
+        "vit_heads": None,
         "decoder_width": 64,
     },
 }
@@ -49,9 +50,14 @@ def model_config(name: str, **overrides: Any) -> dict[str, Any]:
     return model_settings(MODEL_CONFIGS, name, **overrides)
 
 
-def create_encoder(name: str = "paper", backend: str = "auto", **overrides: Any) -> HybridEncoder:
+def create_encoder(
+    name: str = "paper", backend: str = "auto", spconv_algorithm: str = "auto", **overrides: Any
+) -> HybridEncoder:
+    """The hybrid encoder of a named configuration (see :class:`HybridEncoder` for the arguments)."""
     config = model_config(name, **overrides)
-    return HybridEncoder(backend=backend, **{k: config[k] for k in _ENCODER_KEYS})
+    return HybridEncoder(
+        backend=backend, spconv_algorithm=spconv_algorithm, **{k: config[k] for k in _ENCODER_KEYS}
+    )
 
 
 def create_hyspark(
@@ -59,11 +65,12 @@ def create_hyspark(
     backend: str = "dense",
     mask_ratio: float = 0.75,
     use_finest_skip: bool = False,
-    **overrides,
+    spconv_algorithm: str = "auto",
+    **overrides: Any,
 ) -> HySparK:
-    """The pre-training model for a named configuration."""
+    """The pre-training model for a named configuration (encoder arguments as :class:`HybridEncoder`)."""
     config = model_config(name, **overrides)
-    encoder = HybridEncoder(backend=backend, **{k: config[k] for k in _ENCODER_KEYS})
+    encoder = create_encoder(name, backend, spconv_algorithm, **overrides)
     return HySparK(encoder, mask_ratio, config["decoder_width"], use_finest_skip)
 
 

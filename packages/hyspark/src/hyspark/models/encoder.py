@@ -147,6 +147,12 @@ class HybridEncoder(nn.Module):
         backend: "dense" (masked dense compute, pure torch), "spconv" (submanifold sparse compute on
             active sites only; ``hyspark[cuda]``) or "auto" (spconv for CUDA inputs when spconv is
             installed, dense otherwise). Both compute the same function of the active voxels.
+        spconv_algorithm: spconv's algorithm for the full convolutions of the spconv backend: "auto"
+            (implicit GEMM on CUDA, Native on CPU), "native" or "implicit_gemm" (CUDA only); see
+            :func:`hyspark.models.sparse.select_conv_algorithm`.
+
+    Initialisation follows the reference: convolutions keep PyTorch's default, the ViT's linears are xavier
+    uniform, its mask token normal (std .02).
 
     ``forward_features(x, active_cells)`` takes x (B, in_chans, D, H, W) (any intensity range; HySparK feeds
     [0, 1] CT) and ``active_cells`` (B, 1, D/16, H/16, W/16) bool or None (None: everything active, as in
@@ -168,6 +174,7 @@ class HybridEncoder(nn.Module):
         vit_heads: int | None = None,
         mlp_ratio: float = 4.0,
         backend: str = "auto",
+        spconv_algorithm: str = "auto",
     ) -> None:
         super().__init__()
         if img_size % self.downsample_ratio:
@@ -176,6 +183,11 @@ class HybridEncoder(nn.Module):
             raise ValueError("widths, depths and expansions need 5 entries (one per stage)")
         self.img_size = img_size
         self.backend = self._check_backend(backend)
+        if spconv_algorithm not in sparse.CONV_ALGORITHMS:
+            raise ValueError(
+                f"spconv_algorithm must be one of {sparse.CONV_ALGORITHMS}, got {spconv_algorithm!r}"
+            )
+        self.spconv_algorithm = spconv_algorithm
         self.kernel_size = kernel_size
         self.stem = nn.Conv3d(in_chans, widths[0], 3, padding=1)
         self.stages = nn.ModuleList(
@@ -206,12 +218,9 @@ class HybridEncoder(nn.Module):
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
+        # As the reference: only the ViT is initialised; the CNN's convolutions keep PyTorch's default.
         if isinstance(module, nn.Linear):  # ViT linears: xavier, as JAX ViT / MAE
             nn.init.xavier_uniform_(module.weight)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Conv3d):
-            nn.init.trunc_normal_(module.weight, std=0.02)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.LayerNorm):
@@ -262,17 +271,21 @@ class HybridEncoder(nn.Module):
     def _forward_cnn_spconv(self, x: Tensor, active_cells: Tensor) -> list[Tensor]:
         if self.kernel_size != 3:
             raise ValueError("the spconv backend supports kernel_size=3 only")
-        scale = sparse.active_sites(upsample_cells(active_cells, 16))
+        algorithm = sparse.select_conv_algorithm(x.device, self.spconv_algorithm)
+        scale = sparse.active_sites(upsample_cells(active_cells, 16), algorithm)
         features = sparse.subm_conv3d(scale.gather(x), self.stem.weight, self.stem.bias, scale)
         maps = []
         for i, blocks in enumerate(self.stages):
-            for block in blocks:
+            for block in blocks:  # every layer of the stage reuses the scale's rulebooks
                 features = block.forward_sparse(features, scale)
             if i < 4:
                 skip = sparse.subm_conv3d(features, self.widen[i].weight, self.widen[i].bias, scale)
                 maps.append(scale.scatter(skip))
-                features, scale = sparse.sparse_max_pool2(skip, scale)
+                features, coarse = sparse.sparse_max_pool2(skip, scale)
+                scale.release()  # backward keeps what it needs; our cache of the finer scale goes
+                scale = coarse
         maps.append(scale.scatter(features))
+        scale.release()
         return maps
 
 

@@ -151,11 +151,20 @@ class HySparK(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
+        """As the reference: mask tokens truncated normal (std .02 within +-.02); decoder convolutions
+        truncated normal (std .02), its transposed convolutions kaiming normal (fan_out, ReLU), biases 0;
+        BatchNorm 1 / 0; the densify projections keep PyTorch's default."""
         for token in self.mask_tokens:
             nn.init.trunc_normal_(token, std=0.02, a=-0.02, b=0.02)
-        for module in [*self.densify_projs.modules(), *self.decoder.modules()]:
-            if isinstance(module, (nn.Conv3d, nn.ConvTranspose3d)):
+        for module in self.decoder.modules():
+            if isinstance(module, nn.Conv3d):
                 nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.ConvTranspose3d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm3d):
+                nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
     @property

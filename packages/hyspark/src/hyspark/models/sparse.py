@@ -5,7 +5,13 @@ needed when an encoder runs with ``backend="spconv"`` (``pip install hyspark[cud
 
 The active sites of every CNN scale are whole cells of the deepest grid, so each 2x2x2 max-pool window is
 either fully active or fully masked: sparse pooling on active sites and masked-dense pooling agree exactly.
-All rulebooks use spconv's ``ConvAlgo.Native`` (gather-GEMM-scatter), which runs on CPU and CUDA alike.
+
+The convolution algorithm is one switch, :func:`select_conv_algorithm`
+(``HybridEncoder(spconv_algorithm=...)``): ``"auto"`` takes spconv's implicit GEMM
+(``ConvAlgo.MaskImplicitGemm``) for CUDA features and ``Native`` (gather-GEMM-scatter) on CPU, where spconv
+has no implicit-GEMM kernels. The depthwise convolution and the pooling index spconv's Native rulebook on
+every device (they do their arithmetic in torch); each scale builds its rulebooks once and every layer of the
+stage reuses them.
 """
 
 from __future__ import annotations
@@ -19,6 +25,28 @@ import torch.nn.functional as F
 from torch import Tensor
 
 _CENTER_OFFSET = 13  # index of the (0, 0, 0) offset among the 27 offsets of a 3x3x3 kernel
+
+# spconv's convolution algorithms by our name: "native" = ConvAlgo.Native, "implicit_gemm" = MaskImplicitGemm.
+CONV_ALGORITHMS = ("auto", "native", "implicit_gemm")
+
+
+def select_conv_algorithm(device: torch.device | str, requested: str = "auto") -> str:
+    """The spconv algorithm for full submanifold convolutions of features on ``device``.
+
+    ``"auto"``: ``"implicit_gemm"`` on CUDA (spconv's fast GPU kernels), ``"native"`` elsewhere. An explicit
+    ``"implicit_gemm"`` off CUDA is an error: spconv builds those kernels for CUDA only.
+    """
+    if requested not in CONV_ALGORITHMS:
+        raise ValueError(f"spconv_algorithm must be one of {CONV_ALGORITHMS}, got {requested!r}")
+    on_cuda = torch.device(device).type == "cuda"
+    if requested == "auto":
+        return "implicit_gemm" if on_cuda else "native"
+    if requested == "implicit_gemm" and not on_cuda:
+        raise ValueError(
+            f"spconv_algorithm='implicit_gemm' needs CUDA features, got device {torch.device(device)}; "
+            "spconv runs only the 'native' algorithm on CPU (use 'auto' or 'native')"
+        )
+    return requested
 
 
 @functools.cache
@@ -48,12 +76,19 @@ def _spconv():
 
 @dataclass
 class SparseScale:
-    """Active sites of one scale: ``indices`` (N, 4) int32 rows (b, z, y, x) and their subm rulebook."""
+    """Active sites of one scale: ``indices`` (N, 4) int32 rows (b, z, y, x) and their subm rulebooks.
+
+    ``algorithm`` ("native" or "implicit_gemm", see :func:`select_conv_algorithm`) is the algorithm of the
+    full convolutions at this scale. The rulebooks are built on first use and shared by every layer of the
+    scale; :meth:`release` drops them (autograd keeps what backward still needs).
+    """
 
     indices: Tensor
     spatial_shape: tuple[int, int, int]
     batch_size: int
+    algorithm: str = "native"
     _subm_rulebook: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
+    _implicit_gemm_rulebook: tuple | None = field(default=None, repr=False)
 
     @property
     def num_sites(self) -> int:
@@ -70,6 +105,22 @@ class SparseScale:
             self._subm_rulebook = (pairs, counts)
         return self._subm_rulebook
 
+    def implicit_gemm_rulebook(self) -> tuple:
+        """spconv's implicit-GEMM subm rulebook (CUDA only): pairs, mask splits, argsorts and masks."""
+        if self._implicit_gemm_rulebook is None:
+            spconv, _, ops = _spconv()
+            result = ops.get_indice_pairs_implicit_gemm(
+                self.indices, self.batch_size, list(self.spatial_shape), spconv.ConvAlgo.MaskImplicitGemm,
+                [3, 3, 3], [1, 1, 1], [1, 1, 1], [1, 1, 1], [0, 0, 0], True, False, True,
+            )  # fmt: skip
+            self._implicit_gemm_rulebook = tuple(result[2:9])
+        return self._implicit_gemm_rulebook
+
+    def release(self) -> None:
+        """Drop the cached rulebooks of this scale (after its last layer ran)."""
+        self._subm_rulebook = None
+        self._implicit_gemm_rulebook = None
+
     def gather(self, dense: Tensor) -> Tensor:
         """(B, C, D, H, W) -> (N, C) features at the active sites."""
         b, z, y, x = self.indices.long().unbind(1)
@@ -83,20 +134,33 @@ class SparseScale:
         return dense.permute(0, 4, 1, 2, 3)
 
 
-def active_sites(mask: Tensor) -> SparseScale:
-    """Sites of a (B, 1, D, H, W) bool mask, in row-major order."""
+def active_sites(mask: Tensor, algorithm: str = "native") -> SparseScale:
+    """Sites of a (B, 1, D, H, W) bool mask, in row-major order; ``algorithm`` for its full convolutions."""
     indices = torch.nonzero(mask[:, 0]).to(torch.int32).contiguous()
-    return SparseScale(indices, tuple(mask.shape[2:]), int(mask.shape[0]))
+    return SparseScale(indices, tuple(mask.shape[2:]), int(mask.shape[0]), algorithm)
 
 
 def subm_conv3d(features: Tensor, weight: Tensor, bias: Tensor | None, scale: SparseScale) -> Tensor:
-    """Submanifold 3x3x3 convolution of (N, C_in) features; dense-layout weight (C_out, C_in, 3, 3, 3)."""
+    """Submanifold 3x3x3 convolution of (N, C_in) features; dense-layout weight (C_out, C_in, 3, 3, 3).
+
+    Runs spconv's ``scale.algorithm``: Native rulebooks, or implicit GEMM on CUDA.
+    """
     spconv, functional, _ = _spconv()
-    pairs, counts = scale.subm_rulebook()
     filters = weight.permute(0, 2, 3, 4, 1).contiguous()  # spconv's (C_out, kD, kH, kW, C_in) layout
-    out = functional.indice_subm_conv(
-        features.contiguous(), filters, pairs, counts, scale.num_sites, spconv.ConvAlgo.Native
-    )
+    features = features.contiguous()
+    if scale.algorithm == "implicit_gemm":
+        pair_fwd, pair_bwd, fwd_splits, bwd_splits, fwd_argsorts, bwd_argsorts, masks = (
+            scale.implicit_gemm_rulebook()
+        )
+        out = functional.implicit_gemm(
+            features, filters, pair_fwd, pair_bwd, fwd_splits, bwd_splits, fwd_argsorts, bwd_argsorts,
+            scale.num_sites, masks, torch.is_grad_enabled(), True,
+        )  # fmt: skip
+    else:
+        pairs, counts = scale.subm_rulebook()
+        out = functional.indice_subm_conv(
+            features, filters, pairs, counts, scale.num_sites, spconv.ConvAlgo.Native
+        )
     return out if bias is None else out + bias
 
 
@@ -137,7 +201,9 @@ def sparse_max_pool2(features: Tensor, scale: SparseScale) -> tuple[Tensor, Spar
         scale.indices, scale.batch_size, list(scale.spatial_shape), spconv.ConvAlgo.Native,
         [2, 2, 2], [2, 2, 2], [0, 0, 0], [1, 1, 1], [0, 0, 0], False, False,
     )  # fmt: skip
-    coarse = SparseScale(out_indices, tuple(s // 2 for s in scale.spatial_shape), scale.batch_size)
+    coarse = SparseScale(
+        out_indices, tuple(s // 2 for s in scale.spatial_shape), scale.batch_size, scale.algorithm
+    )
     pairs_long = pairs.long()
     candidates = []
     for offset, count in enumerate(counts.tolist()):

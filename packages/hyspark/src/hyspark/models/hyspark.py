@@ -194,8 +194,9 @@ class HySparK(nn.Module):
         if active_cells is None:
             active_cells = self.generate_mask(x.shape[0], x.device)
         visible = upsample_cells(active_cells, self.patch).to(x.dtype)
-        maps = self.encoder.forward_features(x * visible, active_cells)
-        reconstruction = self.decoder(self.densify(maps, active_cells))
+        # One expression, so the encoder's maps are freed once densified: the decoder does not hold them.
+        levels = self.densify(self.encoder.forward_features(x * visible, active_cells), active_cells)
+        reconstruction = self.decoder(levels)
         loss = masked_patch_mse(reconstruction, x, active_cells, self.patch)
         return HySparKOutput(loss, reconstruction, active_cells)
 

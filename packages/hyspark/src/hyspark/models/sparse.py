@@ -164,28 +164,69 @@ def subm_conv3d(features: Tensor, weight: Tensor, bias: Tensor | None, scale: Sp
     return out if bias is None else out + bias
 
 
+def _offset_pairs(scale: SparseScale) -> list[tuple[int, Tensor, Tensor]]:
+    """(offset k, input rows, output rows) of every non-centre offset of the scale's subm rulebook.
+
+    spconv's Native subm rulebook may store only offsets k < 13: a pair (i -> o) at offset k implies
+    (o -> i) at the mirrored offset 26 - k, which is added here.
+    """
+    pairs, counts = scale.subm_rulebook()
+    pairs_long, counts_list = pairs.long(), counts.tolist()
+    half_stored = sum(counts_list[_CENTER_OFFSET + 1 :]) == 0
+    out = []
+    for offset, count in enumerate(counts_list):
+        if offset == _CENTER_OFFSET or count == 0:
+            continue
+        rows_in, rows_out = pairs_long[0, offset, :count], pairs_long[1, offset, :count]
+        out.append((offset, rows_in, rows_out))
+        if half_stored:
+            out.append((26 - offset, rows_out, rows_in))
+    return out
+
+
+class _SubmDepthwise(torch.autograd.Function):
+    """Depthwise subm convolution that saves only its input and the rulebook for backward.
+
+    Autograd through per-offset ``index_add`` would keep one gathered (pairs, C) copy of the features per
+    kernel offset, 26 in all; here backward gathers them again instead.
+    """
+
+    @staticmethod
+    def forward(ctx, features: Tensor, taps: Tensor, offsets: list) -> Tensor:
+        out = features * taps[:, _CENTER_OFFSET]  # subm rulebooks leave the identity offset implicit
+        for offset, rows_in, rows_out in offsets:
+            out.index_add_(0, rows_out, features[rows_in] * taps[:, offset])
+        ctx.save_for_backward(features, taps)
+        ctx.offsets = offsets
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        features, taps = ctx.saved_tensors
+        grad_features = grad_out * taps[:, _CENTER_OFFSET]
+        grad_taps = torch.zeros_like(taps)
+        grad_taps[:, _CENTER_OFFSET] = (grad_out * features).sum(0)
+        for offset, rows_in, rows_out in ctx.offsets:
+            grad_rows = grad_out[rows_out]
+            grad_features.index_add_(0, rows_in, grad_rows * taps[:, offset])
+            grad_taps[:, offset] += (grad_rows * features[rows_in]).sum(0)
+        return grad_features, grad_taps, None
+
+
 def subm_depthwise_conv3d(
     features: Tensor, weight: Tensor, bias: Tensor | None, scale: SparseScale
 ) -> Tensor:
     """Submanifold depthwise 3x3x3 convolution; weight (C, 1, 3, 3, 3).
 
     spconv 2.3 has no grouped convolution, so this reuses spconv's rulebook with a per-offset gather and
-    scatter-add: the same arithmetic as SubMConv3d restricted to the diagonal of the kernel.
+    scatter-add: the same arithmetic as SubMConv3d restricted to the diagonal of the kernel. Backward keeps
+    only the input features (see :class:`_SubmDepthwise`).
     """
-    pairs, counts = scale.subm_rulebook()
     taps = weight.reshape(weight.shape[0], 27)  # (C, 27), offset k = kd * 9 + kh * 3 + kw
-    out = features * taps[:, _CENTER_OFFSET]  # subm rulebooks leave the identity offset implicit
-    pairs_long, counts_list = pairs.long(), counts.tolist()
-    # spconv's Native subm rulebook may store only offsets k < 13: a pair (i -> o) at offset k implies
-    # (o -> i) at the mirrored offset 26 - k.
-    half_stored = sum(counts_list[_CENTER_OFFSET + 1 :]) == 0
-    for offset, count in enumerate(counts_list):
-        if offset == _CENTER_OFFSET or count == 0:
-            continue
-        rows_in, rows_out = pairs_long[0, offset, :count], pairs_long[1, offset, :count]
-        out = out.index_add(0, rows_out, features[rows_in] * taps[:, offset])
-        if half_stored:
-            out = out.index_add(0, rows_in, features[rows_out] * taps[:, 26 - offset])
+    if features.dtype != taps.dtype:  # autocast: compute in the wider of the two
+        dtype = torch.promote_types(features.dtype, taps.dtype)
+        features, taps = features.to(dtype), taps.to(dtype)
+    out = _SubmDepthwise.apply(features.contiguous(), taps, _offset_pairs(scale))
     return out if bias is None else out + bias
 
 

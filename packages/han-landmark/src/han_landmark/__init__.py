@@ -8,7 +8,7 @@ from han_landmark.models import (
     han_tiny,
 )
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "BiLevelRoutingAttention",

@@ -18,6 +18,15 @@ GLOBAL_ATTENTION = -2
 """``topk`` value meaning "no routing: full global multi-head attention" (HAN's fifth stage)."""
 
 
+def _region_pool(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``adaptive_avg_pool2d(x, size)``; a plain average pool when the region divides evenly, which computes
+    the same and also exports to ONNX with a dynamic batch."""
+    height, width = x.shape[-2:]
+    if height % size == 0 and width % size == 0:
+        return F.avg_pool2d(x, (height // size, width // size))
+    return F.adaptive_avg_pool2d(x, size)
+
+
 class BiLevelRoutingAttention(nn.Module):
     """Bi-Level Routing Attention on a channels-last token grid.
 
@@ -154,7 +163,7 @@ class BiLevelRoutingAttention(nn.Module):
         kv_reg = torch.cat([k_reg, v_reg], dim=-1)
         if self.kv_per_win is not None:
             kv_map = rearrange(kv_reg, "b r (h w) c -> (b r) c h w", h=region_h, w=region_w)
-            kv_map = F.adaptive_avg_pool2d(kv_map, self.kv_per_win)
+            kv_map = _region_pool(kv_map, self.kv_per_win)
             kv_reg = rearrange(kv_map, "(b r) c h w -> b r (h w) c", b=batch)
         # gather the routed regions' keys/values: (B, R, topk, T_kv, c)
         batch_index = torch.arange(batch, device=x.device)[:, None, None]

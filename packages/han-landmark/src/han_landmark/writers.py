@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import colorsys
 from pathlib import Path
 from typing import Any
 
@@ -11,22 +12,42 @@ import pandas as pd
 from medzoo.io import read_image, to_uint8, write_csv, write_json, write_png
 from medzoo.lightning import PredictionWriter
 
-# distinguishable marker colours (RGB), cycled over landmarks
-PALETTE = (
-    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
-)  # fmt: skip
+
+def landmark_palette(count: int = 40) -> list[tuple[int, int, int]]:
+    """``count`` distinguishable RGB colours: 20 evenly spaced hues, bright first, then darker at offset hues.
+
+    The first 20 are fully distinct hues; landmarks 20-39 get the same hue wheel shifted by half a step at
+    60 % value, so no two of the first 40 colours coincide. Beyond 40 the list repeats.
+    """
+    colours = []
+    for k in range(count):
+        ring, step = divmod(k % 40, 20)
+        hue = (step + 0.5 * ring) / 20
+        value = 1.0 if ring == 0 else 0.6
+        colours.append(tuple(round(255 * c) for c in colorsys.hsv_to_rgb(hue, 0.85, value)))
+    return colours
 
 
-def overlay_landmarks(array: np.ndarray, coords: np.ndarray, radius: int | None = None) -> np.ndarray:
-    """An RGB uint8 copy of ``array`` (H, W[, C]) with a numbered circle on every (x, y) landmark."""
-    from PIL import Image, ImageDraw
+PALETTE = tuple(landmark_palette(40))
+
+
+def overlay_landmarks(
+    array: np.ndarray, coords: np.ndarray, radius: int | None = None, font_size: int | None = None
+) -> np.ndarray:
+    """An RGB uint8 copy of ``array`` (H, W[, C]) with a numbered circle on every (x, y) landmark.
+
+    Marker radius and label size scale with the image: ``radius = max(2, min(H, W) / 120)`` and
+    ``font_size = max(10, min(H, W) / 40)`` pixels (a 2400 x 1935 cephalogram gets 48 px labels).
+    """
+    from PIL import Image, ImageDraw, ImageFont
 
     values = np.asarray(array)
     if values.ndim == 3 and values.shape[2] == 1:
         values = values[..., 0]
     image = Image.fromarray(to_uint8(values)).convert("RGB")
     radius = radius or max(2, round(min(image.size) / 120))
+    font_size = font_size or max(10, round(min(image.size) / 40))
+    font = ImageFont.load_default(size=font_size)
     draw = ImageDraw.Draw(image)
     for k, (x, y) in enumerate(coords):
         if not np.isfinite([x, y]).all():
@@ -35,7 +56,11 @@ def overlay_landmarks(array: np.ndarray, coords: np.ndarray, radius: int | None 
         draw.ellipse(
             (x - radius, y - radius, x + radius, y + radius), outline=colour, width=max(1, radius // 2)
         )
-        draw.text((x + radius + 1, y - radius - 1), str(k), fill=colour)
+        # a dark outline keeps the label readable on bright bone
+        draw.text(
+            (x + radius + 2, y - radius - font_size), str(k), fill=colour, font=font,
+            stroke_width=max(1, font_size // 12), stroke_fill=(0, 0, 0),
+        )  # fmt: skip
     return np.asarray(image)
 
 

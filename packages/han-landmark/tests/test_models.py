@@ -259,9 +259,8 @@ def test_ffcm_resampling_equals_the_reference_operations():
         assert (ffcm(feature, heat, image) - expected).abs().max() > 1e-2 * expected.abs().max()
 
 
-def test_reference_init_statistics():
-    torch.manual_seed(8)
-    model = create_model("paper", num_landmarks=19)
+def test_reference_init_statistics(paper_model):
+    model = paper_model
     head_convs = [m for m in model.head_half.modules() if isinstance(m, nn.Conv2d)] + [model.deconv[0]]
     for conv in head_convs:  # every head conv and the deconv: normal(0, 0.001)
         assert conv.weight.std().item() == pytest.approx(0.001, rel=0.05)
@@ -272,8 +271,9 @@ def test_reference_init_statistics():
     # depthwise 3x3 position embeddings: fan_out = 3*3*C/groups = 9 (PyTorch's default would give ~0.19)
     dw = torch.cat([s.transformer.pos_embed.weight.flatten() for s in model.backbone.stages])
     assert dw.std().item() == pytest.approx((2 / 9) ** 0.5, rel=0.03)
-    notes = create_model("paper_notes", num_landmarks=19)
-    assert notes.head_half[0].weight.std().item() > 0.01  # Kaiming, only the last conv at 0.001
+    kaiming = create_model("tiny", init="kaiming")  # the 0.2 init: Kaiming, only the last conv at 0.001
+    assert kaiming.head_half[0].weight.std().item() > 0.01
+    assert kaiming.head_half[2].weight.std().item() == pytest.approx(0.001, rel=0.2)
 
 
 def test_ffcm_input_width_is_288_plus_k(paper_model):

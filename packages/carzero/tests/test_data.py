@@ -272,11 +272,13 @@ def test_openi_layout(tmp_path):
     )
     for name in ("CXR1_1_IM-0001-3001", "CXR1_1_IM-0001-4001", "CXR2_1_IM-0652-1001"):
         grey_png(tmp_path / "NLMCXR_png" / f"{name}.png")
-    test = load_openi(tmp_path, class_names=["Cardiomegaly", "Pleural Effusion", "Nodule"])
+    test = load_openi(
+        tmp_path, labels="mesh_major", class_names=["Cardiomegaly", "Pleural Effusion", "Nodule"]
+    )
     assert test.labels.tolist() == [[1, 1, 0], [1, 1, 0], [0, 0, 0]]
     (reports / "3.xml").write_text("<eCitation><unclosed>")
     with pytest.raises(MedzooDataError, match="invalid XML"):
-        load_openi(tmp_path)
+        load_openi(tmp_path, labels="mesh_major")
 
 
 def test_chestxdet10_layout(tmp_path):

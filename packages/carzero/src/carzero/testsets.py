@@ -25,7 +25,8 @@ CHESTXDET10_CLASSES = (
     "Atelectasis", "Calcification", "Consolidation", "Effusion", "Emphysema",
     "Fibrosis", "Fracture", "Mass", "Nodule", "Pneumothorax",
 )  # fmt: skip
-# Our choice of OpenI classes (MeSH "major" terms; first component, case-insensitive); overridable.
+# Our own OpenI classes (carzero <= 0.2; `load_openi(labels="mesh_major")`): MeSH "major" terms, first
+# component, case-insensitive. The default is the reference's list (`openi_reference_protocol`).
 OPENI_CLASSES = (
     "Atelectasis", "Cardiomegaly", "Consolidation", "Pulmonary Edema", "Pleural Effusion",
     "Pulmonary Emphysema", "Pulmonary Fibrosis", "Fractures, Bone", "Hernia, Hiatal", "Infiltrate",
@@ -151,22 +152,25 @@ def load_padchest(
     root: str | Path,
     physician_only: bool = True,
     frontal_only: bool = True,
-    exclude: Sequence[str] = ("normal", "exclude", "suboptimal study", "unchanged"),
+    exclude: Sequence[str] = ("normal",),
     check_images: bool = True,
 ) -> TestSet:
     """PadChest: ``root/PADCHEST_chest_x_ray_images_labels_160K*.csv[.gz]`` with ImageID, ImageDir,
     Labels, MethodLabel, Projection; images in ``root/<ImageDir>/<ImageID>`` or ``root/images/<ImageID>``.
 
     The test set is the physician-labelled frontal (PA, AP, AP_horizontal) subset; classes are every label in
-    it (about 190) except `exclude`.
+    it (about 190) except `exclude`: only ``normal``, as in the reference (carzero <= 0.2 also removed
+    "exclude", "suboptimal study" and "unchanged"; pass them to get that back). Empty label strings are
+    skipped.
     """
     root = Path(root)
     csv_path = find_one(root, ["PADCHEST*.csv", "PADCHEST*.csv.gz"], "PadChest label CSV")
     table = pd.read_csv(csv_path, low_memory=False)
-    require_columns(table, ["ImageID", "Labels"], csv_path)
-    if physician_only and "MethodLabel" in table:
+    needed = ["ImageID", "Labels"] + ["MethodLabel"] * physician_only + ["Projection"] * frontal_only
+    require_columns(table, needed, csv_path)
+    if physician_only:
         table = table[table["MethodLabel"] == "Physician"]
-    if frontal_only and "Projection" in table:
+    if frontal_only:
         table = table[table["Projection"].isin(["PA", "AP", "AP_horizontal"])]
     table = table.reset_index(drop=True)
     rows = [set(parse_padchest_labels(cell)) - set(exclude) for cell in table["Labels"]]
@@ -183,39 +187,105 @@ def load_padchest(
     return TestSet("padchest", classes, paths, labels.reshape(len(rows), len(classes)))
 
 
+def openi_reference_protocol() -> dict[str, Any]:
+    """The reference's OpenI label list and synonym table (package data ``protocols/openi_reference.yaml``).
+
+    Returns ``{"source": "automatic", "classes": [18 names], "synonyms": {class: [synonyms]}}``.
+    """
+    from importlib.resources import files
+
+    import yaml
+
+    data = yaml.safe_load(files("carzero").joinpath("protocols/openi_reference.yaml").read_text())
+    return {"source": data["source"], "classes": list(data["classes"]), "synonyms": dict(data["synonyms"])}
+
+
+def openi_labels_from_terms(
+    terms: Sequence[str], class_names: Sequence[str], synonyms: dict[str, Sequence[str]]
+) -> np.ndarray:
+    """The reference's OpenI matching: class c is positive when ``c.lower()`` or one of its synonyms
+    (lower-cased) is a substring of the report's terms (lower-cased, joined with '; ').
+
+    Example: terms ["Calcified Granuloma/lung/upper lobe/right", "pulmonary atelectasis"] give Atelectasis,
+    Calcified Granuloma and Granuloma.
+    """
+    text = "; ".join(t.strip().lower() for t in terms if t and t.strip())
+    return np.array(
+        [any(p.lower() in text for p in [name, *synonyms.get(name, [])]) for name in class_names],
+        dtype=np.float32,
+    )
+
+
+def _openi_mesh_major_labels(terms: Sequence[str], class_names: Sequence[str]) -> np.ndarray:
+    wanted = {name.lower(): i for i, name in enumerate(class_names)}
+    row = np.zeros(len(class_names), dtype=np.float32)
+    for term in terms:
+        index = wanted.get(term.split("/")[0].strip().lower())
+        if index is not None:
+            row[index] = 1
+    return row
+
+
+OPENI_LABELS = ("reference", "mesh_major")
+
+
 def load_openi(
-    root: str | Path, class_names: Sequence[str] = OPENI_CLASSES, check_images: bool = True
+    root: str | Path,
+    labels: str = "reference",
+    class_names: Sequence[str] | None = None,
+    check_images: bool = True,
 ) -> TestSet:
     """OpenI (Indiana University): ``root/ecgen-radiology/*.xml`` reports and ``root/NLMCXR_png/<id>.png``.
 
-    Each report's ``<parentImage id=...>`` images get the labels of its MeSH ``<major>`` terms; a class is
-    positive when a term's first component (before '/') equals the class name, case-insensitively.
+    Each report's ``<parentImage id=...>`` images get the labels of its MeSH terms:
+
+    - ``labels="reference"`` (default, the reference's evaluation): the 18 classes of
+      `openi_reference_protocol` from the ``<automatic>`` terms, substring and synonym matching
+      (`openi_labels_from_terms`);
+    - ``labels="mesh_major"`` (ours, carzero <= 0.2): `OPENI_CLASSES` from the ``<major>`` terms; a class is
+      positive when a term's first component (before '/') equals its name, case-insensitively.
+
+    `class_names` replaces the class list of either variant.
     """
     from xml.etree import ElementTree
 
+    if labels not in OPENI_LABELS:
+        raise MedzooDataError("openi labels", repr(labels), f"one of {list(OPENI_LABELS)}")
     root = Path(root)
     reports = sorted((root / "ecgen-radiology").glob("*.xml"))
     if not reports:
         raise MedzooDataError(root / "ecgen-radiology", "no XML reports", "OpenI's ecgen-radiology/*.xml")
-    wanted = {name.lower(): i for i, name in enumerate(class_names)}
-    paths, rows = [], []
+    if labels == "reference":
+        protocol = openi_reference_protocol()
+        names = list(class_names or protocol["classes"])
+    else:
+        names = list(class_names or OPENI_CLASSES)
+    paths, rows, tag = [], [], "automatic" if labels == "reference" else "major"
+    seen_terms = False
     for report in reports:
         try:
             tree = ElementTree.parse(report)
         except ElementTree.ParseError as error:
             raise MedzooDataError(report, f"invalid XML ({error})", "an OpenI report XML") from None
-        terms = [(node.text or "").split("/")[0].strip().lower() for node in tree.iter("major")]
-        row = np.zeros(len(class_names), dtype=np.float32)
-        for term in terms:
-            if term in wanted:
-                row[wanted[term]] = 1
+        seen_terms = seen_terms or next(tree.iter(tag), None) is not None
+        if labels == "reference":
+            terms = [node.text or "" for node in tree.iter("automatic")]
+            row = openi_labels_from_terms(terms, names, protocol["synonyms"])
+        else:
+            row = _openi_mesh_major_labels([node.text or "" for node in tree.iter("major")], names)
         for image in tree.iter("parentImage"):
             paths.append(root / "NLMCXR_png" / f"{image.get('id')}.png")
             rows.append(row)
+    if not seen_terms:
+        raise MedzooDataError(
+            root / "ecgen-radiology",
+            f"no <{tag}> MeSH term in any of {len(reports)} reports",
+            f"OpenI reports whose <MeSH> holds <{tag}> terms (labels={labels!r})",
+        )
     if check_images:
         require_images(paths, root / "ecgen-radiology")
-    labels = np.array(rows, dtype=np.float32).reshape(len(rows), len(class_names))
-    return TestSet("openi", list(class_names), paths, labels)
+    table = np.array(rows, dtype=np.float32).reshape(len(rows), len(names))
+    return TestSet("openi", names, paths, table)
 
 
 def load_chestxdet10(root: str | Path, json_name: str = "test.json", check_images: bool = True) -> TestSet:
@@ -230,12 +300,18 @@ def load_chestxdet10(root: str | Path, json_name: str = "test.json", check_image
         records = json.loads(json_path.read_text())
     except json.JSONDecodeError as error:
         raise MedzooDataError(json_path, f"invalid JSON ({error})", "a list of {file_name, syms}") from None
-    if not isinstance(records, list) or not all(isinstance(r, dict) and "file_name" in r for r in records):
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise MedzooDataError(json_path, "another structure", "a list of {file_name, syms, boxes} records")
+    for i, record in enumerate(records):
+        missing = [key for key in ("file_name", "syms") if key not in record]
+        if missing:
+            raise MedzooDataError(
+                f"{json_path} (record {i})", f"keys {sorted(record)}", f"also the keys {missing}"
+            )
     folder = root / "test_data" if (root / "test_data").is_dir() else root / "test"
     paths = [folder / r["file_name"] for r in records]
     labels = np.array(
-        [[name in r.get("syms", []) for name in CHESTXDET10_CLASSES] for r in records], dtype=np.float32
+        [[name in r["syms"] for name in CHESTXDET10_CLASSES] for r in records], dtype=np.float32
     ).reshape(len(records), len(CHESTXDET10_CLASSES))
     if check_images:
         require_images(paths, json_path)

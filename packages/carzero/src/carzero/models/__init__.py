@@ -9,6 +9,7 @@ from typing import Any
 
 from carzero.models.carzero import CARZero, carzero_loss, symmetric_cross_entropy
 from carzero.models.image_encoder import ImageEncoder, sincos_2d_position_embedding
+from carzero.models.mae import MaskedAutoencoder, masked_patch_loss, patchify, random_masking
 from carzero.models.similarity import CrossAttentionLayer, SimilarityRepresentation, similarity_head
 from carzero.models.text_encoder import TextEncoder, continuation_mask_from_tokens, merge_word_pieces
 
@@ -64,16 +65,29 @@ MODEL_CONFIGS: dict[str, dict[str, Any]] = {
     },
 }
 
+# The MAE decoder of `carzero pretrain` per named configuration (keyword arguments of MaskedAutoencoder
+# besides the encoder). `paper` is MAE's ViT-B/16 decoder.
+MAE_DECODERS: dict[str, dict[str, Any]] = {
+    "paper": {"decoder_dim": 512, "decoder_depth": 8, "decoder_heads": 16, "mask_ratio": 0.75},
+    "demo": {"decoder_dim": 192, "decoder_depth": 2, "decoder_heads": 4, "mask_ratio": 0.75},
+    "tiny": {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2, "mask_ratio": 0.75},
+}
+
 __all__ = [
+    "MAE_DECODERS",
     "MODEL_CONFIGS",
     "CARZero",
     "CrossAttentionLayer",
     "ImageEncoder",
+    "MaskedAutoencoder",
     "SimilarityRepresentation",
     "TextEncoder",
     "carzero_loss",
     "continuation_mask_from_tokens",
+    "masked_patch_loss",
     "merge_word_pieces",
+    "patchify",
+    "random_masking",
     "similarity_head",
     "sincos_2d_position_embedding",
     "symmetric_cross_entropy",

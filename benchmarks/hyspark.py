@@ -19,6 +19,8 @@ The paper's efficiency claim is the sparse encoder's saving over dense compute a
 dense / spconv time and memory. No figure from elsewhere is compared against.
 
 ``--quick``: the ``tiny`` size (32^3) only. Writes ``benchmarks/results/hyspark[.quick].json``.
+``--paper-step-only``: only the 96^3 step (dense, spconv, dense bf16) and its FLOP floor, for a machine where
+the whole run takes too long; writes ``benchmarks/results/hyspark_paper_step.json``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE] + [str(HERE)]
 
 import copy  # noqa: E402
+import re  # noqa: E402
 
 import torch  # noqa: E402
 from _harness import claim, compare, parse_args, peak_memory_mib, print_table, write_results  # noqa: E402
@@ -98,11 +101,13 @@ def step_flops(model, x: torch.Tensor) -> dict[str, float]:
     with FlopCounterMode(display=False) as counter:
         model(x, cells).loss.backward()
     model.zero_grad(set_to_none=True)
-    counts = counter.get_flop_counts()
-    total = float(sum(counts["Global"].values()))
-    encoder = float(sum(counts.get("HySparK.encoder", {}).values()))
-    vit = float(sum(counts.get("HySparK.encoder.vit", {}).values()))
-    return {"total": total, "encoder_cnn": encoder - vit, "vit": vit, "decoder_and_densify": total - encoder}
+    counts = {name: float(sum(by_op.values())) for name, by_op in counter.get_flop_counts().items()}
+    total = counts["Global"]
+    # forward_features is not a module call, so the encoder's CNN is what the other parts leave.
+    decoder = counts.get("HySparK.decoder", 0.0)
+    decoder += sum(v for k, v in counts.items() if re.fullmatch(r"HySparK\.densify_projs\.\d+", k))
+    vit = counts.get("HySparK.encoder.vit", 0.0)
+    return {"total": total, "encoder_cnn": total - decoder - vit, "vit": vit, "decoder_and_densify": decoder}
 
 
 def matmul_gflops(repeats: int) -> float:
@@ -113,45 +118,56 @@ def matmul_gflops(repeats: int) -> float:
     return 2 * n**3 / seconds / 1e9
 
 
+def encoder_table(model, x, backends, repeats, device, rows, claims) -> None:
+    """Encoder forward + backward per backend and mask ratio, and the plain encoder; appends rows, claims."""
+    s = model.encoder.img_size
+    cases = {("plain", 0.0): encoder_step(model, x, "plain", 0.0)}
+    cases.update({(b, r): encoder_step(model, x, b, r) for b in backends for r in RATIOS})
+    times = compare({f"{v}@{r}": fn for (v, r), fn in cases.items()}, repeats)
+    plain = times["plain@0.0"]["median_s"]
+    for (variant, ratio), fn in cases.items():
+        seconds = times[f"{variant}@{ratio}"]["median_s"]
+        memory = peak_memory_mib(fn, device.type)
+        rows.append(
+            {"size": f"{s}^3", "variant": variant, "mask": ratio, "s": seconds,
+             "plain_over_this": plain / seconds, "peak_mib": memory}
+        )  # fmt: skip
+    if "spconv" in backends:
+        at = {(r["variant"], r["mask"]): r for r in rows if r["size"] == f"{s}^3"}
+        dense, sparse = at[("dense", 0.75)], at[("spconv", 0.75)]
+        name = f"sparse vs masked-dense encoder {{}} ({s}^3, mask .75)"
+        claims.append(claim(name.format("time"), "dense", "spconv", dense["s"], sparse["s"], "s"))
+        claims.append(
+            claim(name.format("memory"), "dense", "spconv", dense["peak_mib"], sparse["peak_mib"], "MiB")
+        )
+
+
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0])
+    step_only = "--paper-step-only" in sys.argv[1:]
+    args = parse_args(__doc__.splitlines()[0], [a for a in sys.argv[1:] if a != "--paper-step-only"])
     from hyspark.models import create_hyspark, spconv_available
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     backends = ["dense"] + (["spconv"] if spconv_available() else [])
     rows, steps, claims, floors = [], [], [], []
     gflops = matmul_gflops(args.repeats)
-    for size in ["tiny"] if args.quick else ["tiny", "paper"]:
+    sizes = ["paper"] if step_only else ["tiny"] if args.quick else ["tiny", "paper"]
+    for size in sizes:
         torch.manual_seed(0)
         model = create_hyspark(size).to(device)
         s = model.encoder.img_size
         x = torch.rand(1, 1, s, s, s, device=device)
-        cases = {("plain", 0.0): encoder_step(model, x, "plain", 0.0)}
-        cases.update({(b, r): encoder_step(model, x, b, r) for b in backends for r in RATIOS})
-        # The paper-size cases take seconds each on a CPU: the harness's minimum of 3 rounds, 1 warm-up.
-        times = compare({f"{v}@{r}": fn for (v, r), fn in cases.items()}, args.repeats)
-        plain = times["plain@0.0"]["median_s"]
-        for (variant, ratio), fn in cases.items():
-            seconds = times[f"{variant}@{ratio}"]["median_s"]
-            memory = peak_memory_mib(fn, device.type)
-            rows.append(
-                {"size": f"{s}^3", "variant": variant, "mask": ratio, "s": seconds,
-                 "plain_over_this": plain / seconds, "peak_mib": memory}
-            )  # fmt: skip
-        if "spconv" in backends:
-            at = {(r["variant"], r["mask"]): r for r in rows if r["size"] == f"{s}^3"}
-            dense, sparse = at[("dense", 0.75)], at[("spconv", 0.75)]
-            name = f"sparse vs masked-dense encoder {{}} ({s}^3, mask .75)"
-            claims.append(claim(name.format("time"), "dense", "spconv", dense["s"], sparse["s"], "s"))
-            claims.append(
-                claim(name.format("memory"), "dense", "spconv", dense["peak_mib"], sparse["peak_mib"], "MiB")
-            )
+        if not step_only:
+            encoder_table(model, x, backends, args.repeats, device, rows, claims)
         step_cases = {"dense": pretrain_step(model, x, "dense")}
         if "spconv" in backends:
             step_cases["spconv"] = pretrain_step(model, x, "spconv")
         step_cases["dense-bf16"] = pretrain_step(model, x, "dense", autocast=True)
-        step_cases["dense-channels_last_decoder"] = pretrain_step(channels_last_decoder(model), x, "dense")
-        step_cases["plain"] = pretrain_step(model, x, "dense", plain=True)
+        if not step_only:
+            step_cases["dense-channels_last_decoder"] = pretrain_step(
+                channels_last_decoder(model), x, "dense"
+            )
+            step_cases["plain"] = pretrain_step(model, x, "dense", plain=True)
         step_times = compare(step_cases, args.repeats)
         baseline = step_times["dense"]["median_s"]
         for name, fn in step_cases.items():
@@ -181,14 +197,16 @@ def main() -> None:
              "dense_step_over_floor": baseline / floor_dense,
              "best_step_over_sparse_floor": min(at[k]["s"] for k in at) / floor_sparse}
         )  # fmt: skip
-    print(f"HySparK encoder fwd+bwd, batch 1, {device}, {args.threads} threads, median of {args.repeats}")
-    print_table(rows)
+    if rows:
+        print(f"HySparK encoder fwd+bwd, batch 1, {device}, {args.threads} threads, median of {args.repeats}")
+        print_table(rows)
     print("\nfull pre-training step, mask .75, batch 1 (this_over_dense: time / the dense fp32 step's)")
     print_table(steps)
     print(f"\nFLOP floor at this machine's measured fp32 matmul rate, {gflops:.0f} GFLOP/s")
     print_table(floors)
     payload = {"encoder": rows, "pretrain_step": steps, "flop_floor": floors, "matmul_gflops": gflops}
-    path = write_results("hyspark", {**payload, "claims": claims}, args.quick)
+    name = "hyspark_paper_step" if step_only else "hyspark"
+    path = write_results(name, {**payload, "claims": claims}, args.quick and not step_only)
     print(f"wrote {path}")
 
 

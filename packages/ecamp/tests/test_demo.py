@@ -15,7 +15,8 @@ QUIET = [
     "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false",
 ]
-PROBE = ["--model.linear_probe=true", "--trainer.max_epochs=20", "--model.optimizer.init_args.lr=0.01",
+# 100 probe epochs: at 20 the random-encoder probe was still climbing (README, Results).
+PROBE = ["--model.linear_probe=true", "--trainer.max_epochs=100", "--model.optimizer.init_args.lr=0.01",
          "--model.optimizer.init_args.weight_decay=0.0"]  # fmt: skip
 
 
@@ -31,12 +32,16 @@ def probe_auc(run: Path, pretrained: Path | None) -> float:
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,  # only the bar itself may fail; any other error fails the test
-    reason="measured below the bar (README, Results): after the CPU-sized demo pre-training the probe on the "
-    "pre-trained encoder does not beat the random-encoder probe by 0.1 macro AUROC",
+    reason="measured below the bar (README, Results): within the CPU-sized demo pre-training the report "
+    "reconstruction does not read the image (entity accuracy equal with another image), so the encoder gets "
+    "no semantic signal and its probe does not beat the random-encoder probe by 0.1 macro AUROC",
 )
 def test_pretraining_beats_a_random_encoder_under_a_linear_probe(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDZOO_CACHE", str(tmp_path / "cache"))
-    main(["fit", "--config", "demo", f"--trainer.default_root_dir={tmp_path / 'pre'}", *QUIET])
+    fitted = main(["fit", "--config", "demo", f"--trainer.default_root_dir={tmp_path / 'pre'}", *QUIET])
+    metrics = fitted.trainer.callback_metrics
+    own, other = (float(metrics[f"val/mlm_entity_acc{s}"]) for s in ("", "_other_image"))
+    print(f"masked-entity MLM accuracy: own image {own:.3f}, another image {other:.3f}")
     pretrained = probe_auc(tmp_path / "probe-pre", tmp_path / "pre" / "checkpoints" / "last.ckpt")
     random = probe_auc(tmp_path / "probe-random", None)
     print(f"linear probe macro AUROC: pre-trained {pretrained:.3f}, random {random:.3f}")

@@ -92,3 +92,35 @@ def test_every_parameter_gets_a_gradient(tokenizer):
     module = ECAMPModule("tiny", {"vocab_size": 64, "max_length": 16}, window_cells=6)
     module.losses(one_pair(tokenizer), training=True)["loss"].backward()
     assert [n for n, p in module.named_parameters() if p.grad is None] == []
+
+
+def test_image_reliance_sees_a_text_branch_that_reads_the_image(tokenizer):
+    # Two reports that differ only in their (always masked) entity, each with a distinct image: only the image
+    # tells the entity, so after overfitting the own-image accuracy is 1 and the swapped-image accuracy 0.
+    torch.manual_seed(0)
+    masker = EntityAwareMasker(tokenizer, max_length=8, p_entity=1.0, p_other=0.0)
+    reports = [masker(text, np.random.default_rng(0)) for text in ("mild effusion .", "mild cardiomegaly .")]
+    assert reports[0].masked_ids == reports[1].masked_ids and reports[0].ids != reports[1].ids
+    noise = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    batch = {
+        "image": noise * 0.1 + torch.tensor([1.0, -1.0])[:, None, None, None],
+        **{k: torch.tensor([getattr(r, f) for r in reports]) for k, f in
+           (("input_ids", "masked_ids"), ("labels", "ids"), ("attention_mask", "attention"),
+            ("weights", "weights"), ("masked", "masked"), ("entity", "entity"))},
+        "index": torch.tensor([0, 1]),
+    }  # fmt: skip
+    module = ECAMPModule("tiny", {"text_dropout": 0.0, "vocab_size": 64, "max_length": 8}, window_cells=6)
+    optimizer = torch.optim.AdamW(decay_groups(module), lr=2e-3, weight_decay=0.0)
+    for _ in range(60):
+        loss = module.losses(batch, training=True)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    module.eval()
+    with torch.no_grad():
+        values = module.losses(batch, training=False)
+        swapped = module.losses({**batch, "image": batch["image"].flip(0)}, training=False)
+    assert values["mlm_entity_acc"].item() == 1.0
+    assert values["mlm_entity_acc_other_image"].item() == 0.0
+    # the "other image" accuracy is the own-image accuracy of the batch with its images swapped
+    assert values["mlm_entity_acc_other_image"].item() == swapped["mlm_entity_acc"].item()

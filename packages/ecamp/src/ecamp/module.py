@@ -40,6 +40,13 @@ def decay_groups(module: torch.nn.Module) -> list[dict[str, Any]]:
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def masked_accuracy(logits: torch.Tensor, labels: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """Fraction of the positions ``where`` (B, T) bool whose arg-max of ``logits`` (B, T, V) is the label
+    (B, T); 0 when there are none."""
+    correct = (logits.argmax(-1) == labels) & where
+    return correct.sum().float() / where.sum().clamp_min(1)
+
+
 class _GroupedOptimizerMixin:
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(decay_groups(self))
@@ -164,7 +171,8 @@ class ECAMPModule(_GroupedOptimizerMixin, MedzooModule):
         return torch.stack(rows).to(device)
 
     def losses(self, batch: dict[str, torch.Tensor], training: bool) -> dict[str, torch.Tensor]:
-        """The three losses, their weighted sum and the MLM accuracy on masked tokens."""
+        """The three losses, their weighted sum and the MLM accuracy on masked tokens; in evaluation also the
+        image-reliance accuracies of :meth:`image_reliance`."""
         use_sr = self.weights[1] != 0  # sr_weight 0 switches the SR branch off (not computed)
         # Evaluation masks patches with noise fixed per sample index: the validation loss is reproducible
         # (and equal under DDP and in one process).
@@ -184,15 +192,34 @@ class ECAMPModule(_GroupedOptimizerMixin, MedzooModule):
             out.logits, batch["labels"], batch["weights"], batch["masked"], self.mlm_positions
         )
         w_mim, w_sr, w_mlm = self.weights
-        masked = batch["masked"]
-        correct = (out.logits.argmax(-1) == batch["labels"]) & masked
-        accuracy = correct.sum().float() / masked.sum().clamp_min(1)
-        return {
+        values = {
             "loss": w_mim * mim + w_sr * sr + w_mlm * mlm,
             "mim": mim,
             "sr": sr,
             "mlm": mlm,
-            "mlm_acc": accuracy,
+            "mlm_acc": masked_accuracy(out.logits, batch["labels"], batch["masked"]),
+        }
+        if not training:
+            values.update(self.image_reliance(batch, out.logits, noise))
+        return values
+
+    @torch.no_grad()
+    def image_reliance(
+        self, batch: dict[str, torch.Tensor], logits: torch.Tensor, noise: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        """Does the report reconstruction read the image? MLM accuracy on the masked entity tokens with each
+        report's own image (``mlm_entity_acc``) and with the next image of the batch in its place
+        (``mlm_entity_acc_other_image``; the same patch positions are removed). Equal values mean the text
+        branch ignores the image, so the image encoder learns nothing from the reports. In a batch of one the
+        "other" image is the report's own."""
+        entity = batch["masked"] & batch["entity"].bool()
+        other_image = batch["image"].roll(1, dims=0)
+        other = self.model(
+            other_image, batch["input_ids"], batch["attention_mask"], noise=noise, super_resolve=False
+        )
+        return {
+            "mlm_entity_acc": masked_accuracy(logits, batch["labels"], entity),
+            "mlm_entity_acc_other_image": masked_accuracy(other.logits, batch["labels"], entity),
         }
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -372,4 +399,4 @@ class FinetuneModule(_GroupedOptimizerMixin, MedzooModule):
         return SegmentationWriter(threshold=self.threshold)
 
 
-__all__ = ["ECAMPModule", "FinetuneModule", "decay_groups", "load_pretrained_encoder"]
+__all__ = ["ECAMPModule", "FinetuneModule", "decay_groups", "load_pretrained_encoder", "masked_accuracy"]

@@ -453,3 +453,38 @@ def test_paper_config_stops_early_on_val_loss(tiny_bert_dir):
     stops = [c for c in built.trainer.callbacks if isinstance(c, EarlyStopping)]
     assert len(stops) == 1 and stops[0].monitor == "val/loss" and stops[0].patience == 10
     assert stops[0].mode == "min"
+
+
+def test_zeroshot_attention_maps_and_bf16_precision(trained, tmp_path):
+    root, ckpt, _ = trained
+    images = demo_data(root) / "images"
+    first = sorted(images.glob("*.png"))[:4]
+    folder = tmp_path / "four"
+    folder.mkdir()
+    for path in first:
+        shutil.copy(path, folder / path.name)
+    args = ["zeroshot", "--predict_root", str(folder), "--findings", ",".join(FINDINGS), "--ckpt_path",
+            str(ckpt)]  # fmt: skip
+    maps = tmp_path / "maps"
+    main(
+        [*args, "--output_dir", str(tmp_path / "fp32"), "--attention_maps", str(maps), "--top_findings", "2"]
+    )
+    fp32 = pd.read_csv(tmp_path / "fp32" / "summary.csv")
+    # Two overlays per image, named by rank and finding: the two highest-scoring findings.
+    for _, row in fp32.iterrows():
+        ranked = sorted(FINDINGS, key=lambda f, row=row: -row[f])[:2]
+        written = sorted(p.name for p in (maps / Path(row["image"]).stem).glob("*.png"))
+        assert written == [f"1_{ranked[0]}.png", f"2_{ranked[1]}.png"]
+    overlay = np.asarray(__import__("PIL.Image").Image.open(next(maps.rglob("1_*.png"))))
+    assert overlay.shape == (32, 32, 3) and (overlay[..., 0] >= overlay[..., 1]).all()  # red blend
+    # bf16 autocast (CPU): scores within 2 % of the fp32 score range of the same images.
+    main([*args, "--output_dir", str(tmp_path / "bf16"), "--precision", "bf16"])
+    bf16 = pd.read_csv(tmp_path / "bf16" / "summary.csv")
+    reference = fp32[FINDINGS].to_numpy()
+    spread = reference.max() - reference.min()
+    assert np.abs(bf16[FINDINGS].to_numpy() - reference).max() <= 0.02 * spread + 1e-3
+    assert not np.array_equal(bf16[FINDINGS].to_numpy(), reference)  # it did run in bf16
+    with pytest.raises(MedzooDataError, match="16 needs CUDA"):
+        main([*args, "--output_dir", str(tmp_path / "fp16"), "--precision", "16"])
+    with pytest.raises(MedzooDataError, match="--precision"):
+        main([*args, "--output_dir", str(tmp_path / "x"), "--precision", "fp8"])

@@ -277,3 +277,85 @@ def test_named_configurations_and_create_model(tiny_bert_dir):
         create_model("base")
     with pytest.raises(MedzooDataError, match="unknown settings"):
         create_model("tiny", text_model=str(tiny_bert_dir), vit="tiny")
+
+
+# ------------------------------------------------------------- the fusion against its 0.2 implementation
+
+
+def reference_fusion(fusion, memory, queries, padding=None, need_weights=False):
+    """carzero 0.2's Similarity Representation, kept as the reference: nn.MultiheadAttention (batch_first,
+    which transposes internally) on queries expanded over the memories; same parameters."""
+    memory = fusion.shared_norm(memory)
+    tokens = fusion.shared_norm(queries).unsqueeze(0).expand(memory.shape[0], -1, -1)
+    maps = []
+    for layer in fusion.layers:
+        attended, weights = layer.cross_attention(
+            layer.norm_attention(tokens), memory, memory, key_padding_mask=padding,
+            need_weights=need_weights, average_attn_weights=False,
+        )  # fmt: skip
+        maps.append(weights)
+        tokens = tokens + layer.dropout_attention(attended)
+        tokens = tokens + layer.dropout_ffn(layer.ffn(layer.norm_ffn(tokens)))
+    logits = fusion.head(fusion.dropout(fusion.shared_norm(tokens))).squeeze(-1)
+    return (logits, maps) if need_weights else logits
+
+
+def perturbed_fusion(dim=64, depth=2, heads=4, head="linear"):
+    torch.manual_seed(0)
+    fusion = SimilarityRepresentation(dim, depth, heads, 2 * dim, dropout=0.1, head=head).eval()
+    with torch.no_grad():  # away from the init (zero biases, shared LayerNorm at identity)
+        for parameter in fusion.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    return fusion
+
+
+@pytest.mark.parametrize("head", ["linear", "mlp"])
+def test_fusion_equals_the_reference_implementation(head):
+    fusion = perturbed_fusion(head=head)
+    memory, queries = torch.randn(6, 11, 64), torch.randn(9, 64)
+    padding = torch.zeros(6, 11, dtype=torch.bool)
+    padding[2, 5:], padding[4, 1:] = True, True
+    with torch.no_grad():
+        for mask in (None, padding):
+            expected = reference_fusion(fusion, memory, queries, mask)
+            torch.testing.assert_close(fusion(memory, queries, mask), expected, rtol=1e-5, atol=1e-5)
+            scores, _ = fusion(memory, queries, mask, return_attention=True)
+            torch.testing.assert_close(scores, expected, rtol=1e-5, atol=1e-5)
+    # gradients agree too (training mode with dropout off)
+    fusion.train()
+    for module in fusion.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(module, torch.nn.MultiheadAttention):
+            module.dropout = 0.0
+    ours = torch.autograd.grad(fusion(memory, queries, padding).square().sum(), list(fusion.parameters()))
+    ref = torch.autograd.grad(
+        reference_fusion(fusion, memory, queries, padding).square().sum(), list(fusion.parameters())
+    )
+    for a, b in zip(ours, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_attention_maps_equal_multihead_attention_weights(tiny_parts):
+    fusion = perturbed_fusion()
+    memory, queries = torch.randn(3, 7, 64), torch.randn(4, 64)
+    padding = torch.zeros(3, 7, dtype=torch.bool)
+    padding[1, 4:] = True
+    with torch.no_grad():
+        _, expected = reference_fusion(fusion, memory, queries, padding, need_weights=True)
+        _, maps = fusion(memory, queries, padding, return_attention=True)
+    for ours, ref in zip(maps, expected, strict=True):
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)  # (B, heads, Q, M)
+    assert maps[0][1, ..., 4:].abs().max() == 0  # padded memory gets no attention
+    # The CARZero helper: mean over layers and heads, patches only, rows sum to 1 - the CLS share.
+    model, _ = tiny_parts
+    model.eval()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        _, image_memory = model.encode_image(images)
+        sentence = torch.randn(5, image_memory.shape[-1])
+        patch_maps = model.image_attention_maps(image_memory, sentence)
+        _, all_maps = model.fusion(image_memory, sentence, return_attention=True)
+    cls_share = torch.stack(all_maps).mean(dim=(0, 2))[..., 0]
+    assert patch_maps.shape == (2, 5, image_memory.shape[1] - 1)
+    torch.testing.assert_close(patch_maps.sum(-1), 1 - cls_share, rtol=1e-5, atol=1e-6)

@@ -14,6 +14,7 @@ Examples::
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import sys
 from collections.abc import Callable, Sequence
@@ -91,15 +92,92 @@ def _transform(module: CARZeroModule) -> Callable:
     return build_transform(False, resize=round(module.img_size * 256 / 224), crop=module.img_size)
 
 
+# --precision: Lightning's names (and short forms) -> the autocast dtype (None = plain fp32).
+PRECISIONS: dict[str, torch.dtype | None] = {
+    "32": None,
+    "32-true": None,
+    "bf16": torch.bfloat16,
+    "bf16-mixed": torch.bfloat16,
+    "16": torch.float16,
+    "16-mixed": torch.float16,
+}
+
+
+def precision_context(precision: str, device: str) -> contextlib.AbstractContextManager:
+    """Autocast for `precision` on `device`: bf16 on CPU; fp16 or bf16 on CUDA; "32" = no autocast."""
+    if precision not in PRECISIONS:
+        raise MedzooDataError("--precision", repr(precision), f"one of {sorted(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    device_type = torch.device(device).type
+    if device_type == "cpu" and dtype == torch.float16:
+        raise MedzooDataError("--precision", f"{precision!r} on a CPU", "bf16 on a CPU (16 needs CUDA)")
+    return torch.autocast(device_type=device_type, dtype=dtype)
+
+
 def _score(
-    module: CARZeroModule, dataset: Dataset, class_names: Sequence[str], batch_size: int, device: str
+    module: CARZeroModule,
+    dataset: Dataset,
+    class_names: Sequence[str],
+    batch_size: int,
+    device: str,
+    precision: str = "32",
+    on_batch: Callable[[dict[str, Any], torch.Tensor, torch.Tensor], None] | None = None,
 ) -> np.ndarray:
-    """(N, C) zero-shot scores of every image of `dataset` (in order) against `class_names`."""
-    module.encode_prompts(class_names)  # computed once, reused for every batch
+    """(N, C) zero-shot scores of every image of `dataset` (in order) against `class_names`.
+
+    `on_batch(batch, scores, maps)` (optional) receives each batch with its (B, C) scores and (B, C, g, g)
+    attention maps.
+    """
     scores = []
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        scores.append(module.zero_shot(batch["image"].to(device), class_names).float().cpu())
+    with precision_context(precision, device):
+        module.encode_prompts(class_names)  # computed once, reused for every batch
+        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+            images = batch["image"].to(device)
+            if on_batch is None:
+                scores.append(module.zero_shot(images, class_names).float().cpu())
+                continue
+            batch_scores, maps = module.zero_shot(images, class_names, return_attention=True)
+            scores.append(batch_scores.float().cpu())
+            on_batch(batch, scores[-1], maps.float().cpu())
     return torch.cat(scores).numpy()
+
+
+def write_attention_overlays(
+    folder: Path,
+    batch: dict[str, Any],
+    scores: torch.Tensor,
+    maps: torch.Tensor,
+    findings: Sequence[str],
+    top: int = 3,
+) -> list[Path]:
+    """Heatmap overlays of the `top` highest-scoring findings of each image of a batch.
+
+    Writes ``<folder>/<image name without suffix>/<rank>_<finding>.png``: the network's input view (grey)
+    with the finding's image->text cross-attention over the patch grid, upsampled bilinearly and min-max
+    scaled per map, blended in red.
+    """
+    import torch.nn.functional as F
+
+    from carzero.data import NORMALIZE_MEAN, NORMALIZE_STD
+    from medzoo.io import write_png
+
+    images = batch["image"][:, 0] * NORMALIZE_STD + NORMALIZE_MEAN  # (B, H, W) in [0, 1]
+    size = images.shape[-2:]
+    heat = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)  # (B, C, H, W)
+    written = []
+    for i, name in enumerate(batch["name"]):
+        grey = images[i].clamp(0, 1).numpy()
+        for rank, c in enumerate(scores[i].argsort(descending=True)[:top].tolist(), start=1):
+            h = heat[i, c].numpy()
+            h = (h - h.min()) / max(float(h.max() - h.min()), 1e-12)
+            alpha = 0.6 * h
+            rgb = np.stack([grey * (1 - alpha) + alpha, grey * (1 - alpha), grey * (1 - alpha)], axis=-1)
+            safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in findings[c])
+            path = folder / Path(name).with_suffix("") / f"{rank}_{safe}.png"
+            written.append(write_png(path, (rgb * 255).round().astype(np.uint8)))
+    return written
 
 
 def _readable_images(dataset: ImageFolderDataset, strict: bool) -> tuple[list[int], list[dict[str, str]]]:
@@ -130,6 +208,9 @@ def zeroshot(
     batch_size: int = 16,
     device: str = "cpu",
     strict: bool = False,
+    precision: str = "32",
+    attention_maps: Path | None = None,
+    top_findings: int = 3,
 ) -> Path:
     """Score chest X-rays against any list of findings (zero-shot); write one JSON per image + summary.csv.
 
@@ -149,6 +230,10 @@ def zeroshot(
         batch_size: images per forward pass.
         device: torch device, e.g. "cpu" or "cuda".
         strict: stop with an error at the first unreadable image (default: score every other image).
+        precision: "32" (fp32), "bf16" (autocast; CPU or CUDA) or "16" (fp16 autocast; CUDA only).
+        attention_maps: a folder for heatmap overlays: for each image, the cross-attention of its
+            `top_findings` highest-scoring findings over the image (`write_attention_overlays`).
+        top_findings: findings per image with an overlay.
 
     Returns:
         The path of `summary.csv`.
@@ -180,7 +265,13 @@ def zeroshot(
     if prompts is not None:
         module.prompts_path = str(prompts)
     dataset = ImageFolderDataset([files[i] for i in good], _transform(module), root=folder)
-    scores = _score(module, dataset, findings, batch_size, device)
+    on_batch = None
+    if attention_maps is not None:
+
+        def on_batch(batch: dict[str, Any], scores: torch.Tensor, maps: torch.Tensor) -> None:
+            write_attention_overlays(Path(attention_maps), batch, scores, maps, findings, top_findings)
+
+    scores = _score(module, dataset, findings, batch_size, device, precision, on_batch)
     writer = ZeroShotScoreWriter(output_dir)
     names = [dataset.name(i) for i in range(len(dataset))]
     paths = [str(p) for p in dataset.image_paths]
@@ -204,6 +295,7 @@ def evaluate(
     prompts: Path | None = None,
     batch_size: int = 16,
     device: str = "cpu",
+    precision: str = "32",
 ) -> dict[str, Any]:
     """Zero-shot evaluation on an official test set: macro AUROC and head/medium/tail AUROC.
 
@@ -222,6 +314,7 @@ def evaluate(
         prompts: YAML overriding the shipped per-class prompts.
         batch_size: images per forward pass.
         device: torch device.
+        precision: "32" (fp32), "bf16" (autocast; CPU or CUDA) or "16" (fp16 autocast; CUDA only).
 
     Head = classes with more positives than the 65th percentile of the test set's positive counts;
     tail = classes with at most 10 positives; medium = the rest. A class whose test images are all
@@ -239,7 +332,7 @@ def evaluate(
     if prompts is not None:
         module.prompts_path = str(prompts)
     images = LabelledImageDataset(test.image_paths, test.labels, _transform(module))
-    scores = _score(module, images, test.class_names, batch_size, device)
+    scores = _score(module, images, test.class_names, batch_size, device, precision)
     per_class = per_class_auroc(test.labels, scores)
     scored = [name for name, value in zip(test.class_names, per_class, strict=True) if np.isfinite(value)]
     skipped = [name for name in test.class_names if name not in scored]
@@ -252,6 +345,7 @@ def evaluate(
         "scored_classes": scored,
         "skipped_classes": skipped,
         "tail_rule": tail,
+        "precision": precision,
         **zero_shot_metrics(test.labels, scores, tail),
         "per_class_auc": {
             n: float(v) if np.isfinite(v) else None for n, v in zip(test.class_names, per_class, strict=True)

@@ -184,13 +184,30 @@ class CARZeroModule(MedzooModule):
         return features
 
     @torch.no_grad()
-    def zero_shot(self, images: torch.Tensor, class_names: Sequence[str]) -> torch.Tensor:
-        """(B, 3, H, W) normalised images -> (B, C) zero-shot logits, (S_i2t + S_t2i^T)/2 per class."""
+    def zero_shot(
+        self, images: torch.Tensor, class_names: Sequence[str], return_attention: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) normalised images -> (B, C) zero-shot logits, (S_i2t + S_t2i^T)/2 per class.
+
+        With ``return_attention`` also (B, C, g, g) maps: each class prompt's image->text cross-attention on
+        the g x g patch grid (`CARZero.image_attention_maps`, averaged over the class's prompts).
+        """
         sentence, memory, padding, owner = self.encode_prompts(class_names)
         image_global, image_memory = self.model.encode_image(images)
         per_prompt = self.model.zero_shot_scores(image_global, image_memory, sentence, memory, padding)
-        counts = torch.bincount(owner, minlength=len(class_names)).to(per_prompt.dtype)
-        summed = per_prompt.new_zeros(per_prompt.shape[0], len(class_names)).index_add_(1, owner, per_prompt)
+        scores = self._per_class(per_prompt, owner, len(class_names))
+        if not return_attention:
+            return scores
+        maps = self.model.image_attention_maps(image_memory, sentence)  # (B, P, N)
+        maps = self._per_class(maps.transpose(1, 2), owner, len(class_names)).transpose(1, 2)  # (B, C, N)
+        grid = math.isqrt(maps.shape[-1])
+        return scores, maps.reshape(*maps.shape[:2], grid, grid)
+
+    @staticmethod
+    def _per_class(per_prompt: torch.Tensor, owner: torch.Tensor, classes: int) -> torch.Tensor:
+        """(..., P) values per prompt -> (..., C) means over each class's prompts."""
+        counts = torch.bincount(owner, minlength=classes).to(per_prompt.dtype)
+        summed = per_prompt.new_zeros(*per_prompt.shape[:-1], classes).index_add_(-1, owner, per_prompt)
         return summed / counts
 
     # ------------------------------------------------------------------------------------------ steps

@@ -105,6 +105,21 @@ class CARZero(nn.Module):
         )
         return 0.5 * (s_i2t + s_t2i.t())
 
+    def image_attention_maps(self, image_memory: torch.Tensor, prompt_sentence: torch.Tensor) -> torch.Tensor:
+        """Where each prompt looks in each image: the image->text cross-attention on the patch tokens.
+
+        Args:
+            image_memory: (B, 1 + N, D) [CLS; patches] from `encode_image`.
+            prompt_sentence: (P, D) prompt sentence embeddings (the i2t queries).
+
+        Returns:
+            (B, P, N) attention weights on the N patches, averaged over layers and heads (the CLS share is
+            left out, so a row sums to at most 1). Reshape N to the patch grid for a heatmap.
+        """
+        _, maps = self.fusion(image_memory, prompt_sentence, return_attention=True)
+        weights = torch.stack(maps).mean(dim=(0, 2))  # (B, P, 1 + N): mean over layers and heads
+        return weights[..., 1:]
+
     def forward(
         self,
         images: torch.Tensor,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -15,9 +17,13 @@ class CrossAttentionLayer(nn.Module):
     FFN = Linear-ReLU-Linear.
     Queries never attend to each other, so every query is scored independently of the others.
 
+    The attention keeps one (B, Q, D) layout throughout and runs `scaled_dot_product_attention` on head views;
+    its parameters are those of an `nn.MultiheadAttention` (`cross_attention.in_proj_*`, `out_proj`), so
+    checkpoints of earlier versions load unchanged.
+
     Input: queries (B, Q, D), memory (B, M, D) (already normalised by the shared LayerNorm),
     optional memory_padding_mask (B, M) bool, True = ignore.
-    Output: (B, Q, D).
+    Output: (B, Q, D); with ``return_attention`` also the attention weights (B, heads, Q, M).
     """
 
     def __init__(self, dim: int, num_heads: int = 4, ffn_dim: int = 1024, dropout: float = 0.1) -> None:
@@ -30,19 +36,55 @@ class CrossAttentionLayer(nn.Module):
             nn.Linear(dim, ffn_dim), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(ffn_dim, dim)
         )
         self.dropout_ffn = nn.Dropout(dropout)
+        self.num_heads = num_heads
+
+    def keys_values(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, M, D) memory -> keys and values as (B, heads, M, D/heads) views of one projection."""
+        batch, length, dim = memory.shape
+        weight, bias = self.cross_attention.in_proj_weight, self.cross_attention.in_proj_bias
+        kv = F.linear(memory, weight[dim:], bias[dim:])  # (B, M, 2D): keys and values in one matmul
+        kv = kv.view(batch, length, 2, self.num_heads, dim // self.num_heads)
+        return kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
+
+    def attend(
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        return_attention: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Multi-head attention of (B, Q, D) queries over (B, heads, M, dh) keys/values -> (B, Q, D)."""
+        batch, length, dim = queries.shape
+        attention = self.cross_attention
+        q = F.linear(queries, attention.in_proj_weight[:dim], attention.in_proj_bias[:dim])
+        q = q.view(batch, length, self.num_heads, dim // self.num_heads).transpose(1, 2)  # (B, h, Q, dh)
+        dropout = attention.dropout if self.training else 0.0
+        weights = None
+        if return_attention:  # explicit softmax: the weights are needed for the maps
+            logits = q @ keys.transpose(-2, -1) / math.sqrt(q.shape[-1])
+            if mask is not None:
+                logits = logits.masked_fill(~mask, float("-inf"))
+            weights = logits.softmax(dim=-1)  # (B, h, Q, M)
+            out = F.dropout(weights, dropout, self.training) @ values
+        else:
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=dropout)
+        out = out.transpose(1, 2).reshape(batch, length, dim)
+        return attention.out_proj(out), weights
 
     def forward(
-        self, queries: torch.Tensor, memory: torch.Tensor, memory_padding_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        attended, _ = self.cross_attention(
-            self.norm_attention(queries),
-            memory,
-            memory,
-            key_padding_mask=memory_padding_mask,
-            need_weights=False,
-        )
+        self,
+        queries: torch.Tensor,
+        memory: torch.Tensor,
+        memory_padding_mask: torch.Tensor | None = None,
+        return_attention: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        keys, values = self.keys_values(memory)
+        mask = None if memory_padding_mask is None else ~memory_padding_mask[:, None, None, :]
+        attended, weights = self.attend(self.norm_attention(queries), keys, values, mask, return_attention)
         queries = queries + self.dropout_attention(attended)
-        return queries + self.dropout_ffn(self.ffn(self.norm_ffn(queries)))
+        queries = queries + self.dropout_ffn(self.ffn(self.norm_ffn(queries)))
+        return (queries, weights) if return_attention else queries
 
 
 def similarity_head(kind: str, dim: int, dropout: float = 0.1) -> nn.Module:
@@ -109,17 +151,38 @@ class SimilarityRepresentation(nn.Module):
             nn.init.zeros_(module.in_proj_bias)
 
     def forward_features(
-        self, memory: torch.Tensor, queries: torch.Tensor, memory_padding_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """(B, M, D) memory, (Q, D) queries -> (B, Q, D) decoded queries after the shared norm."""
+        self,
+        memory: torch.Tensor,
+        queries: torch.Tensor,
+        memory_padding_mask: torch.Tensor | None = None,
+        return_attention: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """(B, M, D) memory, (Q, D) queries -> (B, Q, D) decoded queries after the shared norm.
+
+        With ``return_attention`` also the attention weights of every layer, each (B, heads, Q, M).
+        """
         memory = self.shared_norm(memory)
         tokens = self.shared_norm(queries).unsqueeze(0).expand(memory.shape[0], -1, -1)  # (B, Q, D)
+        maps = []
         for layer in self.layers:
-            tokens = layer(tokens, memory, memory_padding_mask)
-        return self.shared_norm(tokens)
+            if return_attention:
+                tokens, weights = layer(tokens, memory, memory_padding_mask, return_attention=True)
+                maps.append(weights)
+            else:
+                tokens = layer(tokens, memory, memory_padding_mask)
+        decoded = self.shared_norm(tokens)
+        return (decoded, maps) if return_attention else decoded
 
     def forward(
-        self, memory: torch.Tensor, queries: torch.Tensor, memory_padding_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
+        self,
+        memory: torch.Tensor,
+        queries: torch.Tensor,
+        memory_padding_mask: torch.Tensor | None = None,
+        return_attention: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """(B, Q) raw logits; with ``return_attention`` also the per-layer (B, heads, Q, M) weights."""
+        if return_attention:
+            decoded, maps = self.forward_features(memory, queries, memory_padding_mask, True)
+            return self.head(self.dropout(decoded)).squeeze(-1), maps
         decoded = self.forward_features(memory, queries, memory_padding_mask)
         return self.head(self.dropout(decoded)).squeeze(-1)

@@ -82,8 +82,9 @@ def check_pyproject(package: Path) -> list[str]:
             f"version {version} differs from the top CHANGELOG entry {_top_changelog_version(package)}"
         )
     deps = " ".join(project.get("dependencies", []))
-    if not re.search(r"medzoo-core(\[[^\]]*\])?>=0\.2", deps):
-        problems.append("dependencies lack medzoo-core>=0.2,<1")
+    core = re.search(r"medzoo-core(\[[^\]]*\])?>=0\.(\d+)[^,\s]*,<1\b", deps)
+    if core is None or int(core.group(2)) < 2:
+        problems.append("dependencies lack medzoo-core>=0.N,<1 (N >= 2: the contract's core)")
     if project.get("scripts", {}).get(name) != f"{module}.cli:main":
         problems.append(f"[project.scripts] lacks {name} = '{module}.cli:main'")
     if "test" not in project.get("optional-dependencies", {}):

@@ -359,3 +359,53 @@ def test_attention_maps_equal_multihead_attention_weights(tiny_parts):
     cls_share = torch.stack(all_maps).mean(dim=(0, 2))[..., 0]
     assert patch_maps.shape == (2, 5, image_memory.shape[1] - 1)
     torch.testing.assert_close(patch_maps.sum(-1), 1 - cls_share, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------- the demo's training options
+
+
+def test_image_lr_scale_puts_the_image_encoder_in_its_own_group(tiny_bert_dir):
+    from functools import partial
+
+    from carzero.module import CARZeroModule
+
+    module = CARZeroModule(
+        "tiny", overrides={"text_model": str(tiny_bert_dir)}, image_lr_scale=0.1,
+        optimizer=partial(torch.optim.Adam, lr=1e-3),
+    )  # fmt: skip
+    optimizer = module.configure_optimizers()
+    rest, image = optimizer.param_groups
+    assert rest["lr"] == pytest.approx(1e-3) and image["lr"] == pytest.approx(1e-4)
+    assert {id(p) for p in image["params"]} == {id(p) for p in module.model.image_encoder.parameters()}
+    assert len(rest["params"]) + len(image["params"]) == len(list(module.parameters()))
+    plain = CARZeroModule("tiny", overrides={"text_model": str(tiny_bert_dir)},
+                          optimizer=partial(torch.optim.Adam, lr=1e-3)).configure_optimizers()  # fmt: skip
+    assert len(plain.param_groups) == 1
+
+
+def test_global_warmup_loss_is_clip_on_the_normalised_tokens_and_overfits(tiny_bert_dir):
+    from carzero.module import CARZeroModule
+
+    torch.manual_seed(0)
+    module = CARZeroModule("tiny", overrides={"text_model": str(tiny_bert_dir)}, freeze_text_encoder=True)
+    images = torch.randn(4, 3, 32, 32)
+    texts = ["there is pneumothorax", "there is effusion", "no effusion", "there is a mass"]
+    # Known answer: CLIP's symmetric cross-entropy on LayerNorm-ed, L2-normalised features at scale 1/0.07.
+    with torch.no_grad():
+        image_global, _ = module.model.encode_image(images)
+        sentence = module.model.encode_text(**module.tokenize(texts))[0]
+        norm = module.model.fusion.shared_norm
+        a = F.normalize(norm(image_global), dim=-1)
+        b = F.normalize(norm(sentence), dim=-1)
+        logits = (a @ b.t()) / 0.07
+        targets = torch.arange(4)
+        expected = 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets))
+        torch.testing.assert_close(module.global_contrastive_loss(images, texts), expected)
+    optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=3e-3)
+    start = module.global_contrastive_loss(images, texts).item()
+    for _ in range(60):
+        loss = module.global_contrastive_loss(images, texts)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.2 * start and start > 0.5 * math.log(4)

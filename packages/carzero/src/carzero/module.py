@@ -101,6 +101,8 @@ class CARZeroModule(MedzooModule):
         global_warmup_epochs: ours, off in the paper (0): for the first N epochs train with a CLIP-style
             global contrastive loss between the image CLS token and the sentence embedding instead of the
             cross-attention loss, so the encoders carry the findings before the fusion starts learning.
+        image_lr_scale: the image encoder's learning rate as a multiple of the optimizer's (ours; 1 = the
+            paper, one rate for everything). The demo fine-tunes its MAE-pretrained ViT at 0.1x.
         optimizer: the paper's Adam(lr 5e-5, betas (0.5, 0.999), weight_decay 1e-6) comes from the configs.
         scheduler: the paper's ReduceLROnPlateau(factor 0.5, patience 5) on val/loss comes from the configs.
 
@@ -121,6 +123,7 @@ class CARZeroModule(MedzooModule):
         vit_weights: str | None = None,
         freeze_text_encoder: bool = False,
         global_warmup_epochs: int = 0,
+        image_lr_scale: float = 1.0,
         prompts: str | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
@@ -131,6 +134,7 @@ class CARZeroModule(MedzooModule):
         if vit_weights is not None:
             overrides["vit_weights"] = str(vit_weights)
         self.global_warmup_epochs = int(global_warmup_epochs)
+        self.image_lr_scale = float(image_lr_scale)
         # CLIP's learnable temperature for the optional global warm-up (unused by the paper's loss).
         self.global_logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.settings = model_settings(MODEL_CONFIGS, variant, **overrides)
@@ -148,6 +152,29 @@ class CARZeroModule(MedzooModule):
             {stage: GatherAccumulator("scores", "labels") for stage in ("val", "test")}
         )
         self.test_results: dict[str, float] = {}
+
+    def configure_optimizers(self) -> Any:
+        if self.image_lr_scale == 1.0:
+            return super().configure_optimizers()
+        factory, scale = self.optimizer_factory, self.image_lr_scale
+        image = {id(p) for p in self.model.image_encoder.parameters()}
+
+        def grouped(parameters: Any) -> torch.optim.Optimizer:
+            parameters = list(parameters)
+            optimizer = factory(
+                [
+                    {"params": [p for p in parameters if id(p) not in image]},
+                    {"params": [p for p in parameters if id(p) in image]},
+                ]
+            )
+            optimizer.param_groups[1]["lr"] *= scale  # group 1: the image encoder
+            return optimizer
+
+        self.optimizer_factory = grouped
+        try:
+            return super().configure_optimizers()
+        finally:
+            self.optimizer_factory = factory
 
     def train(self, mode: bool = True) -> CARZeroModule:
         super().train(mode)
@@ -226,8 +253,11 @@ class CARZeroModule(MedzooModule):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_text_encoder):
             sentence = self.model.encode_text(**tokens)[0]
         image_global, _ = self.model.encode_image(images)
-        image_global = torch.nn.functional.normalize(image_global, dim=-1)
-        sentence = torch.nn.functional.normalize(sentence, dim=-1)
+        # Through the fusion's shared LayerNorm, as the fusion sees them: the raw sentence embeddings of
+        # different findings are nearly parallel (one large common component), their normalised ones are not.
+        norm = self.model.fusion.shared_norm
+        image_global = torch.nn.functional.normalize(norm(image_global), dim=-1)
+        sentence = torch.nn.functional.normalize(norm(sentence), dim=-1)
         logits = self.global_logit_scale.clamp(max=math.log(100.0)).exp() * image_global @ sentence.t()
         return symmetric_cross_entropy(logits)
 

@@ -114,16 +114,18 @@ def test_reference_pretraining_checkpoint_loads_with_weights_only(tmp_path, refe
     }
     path = tmp_path / "hyspark_withdecoder_1kpretrained_hyspark_style.pth"
     torch.save(checkpoint, path)
+    module = HySparKSegmentationModule("paper", num_classes=14, pretrained=str(path))
     for key in (None, "module"):
-        module = HySparKSegmentationModule("paper", num_classes=14, pretrained=str(path), pretrained_key=key)
+        module.model.encoder.stem.weight.data.fill_(-1.0)
+        module.load_pretrained_encoder(str(path), key)
         encoder = module.model.encoder.state_dict()
         assert bool((encoder["stem.weight"] == 0).all()) and bool((encoder["stem.bias"] == 1).all())
         assert bool((encoder["vit.norm.bias"] == 121).all())  # the fixture's last key, mae.norm.bias
     with pytest.raises(MedzooWeightsError, match="no dict entry 'model'"):
-        HySparKSegmentationModule("paper", num_classes=14, pretrained=str(path), pretrained_key="model")
+        module.load_pretrained_encoder(str(path), "model")
     # The encoder-only file the reference also writes (timm style: embeddings.* / mae.*) loads as well.
     torch.save(reference_state(), tmp_path / "encoder.pth")
-    module = HySparKSegmentationModule("paper", num_classes=14, pretrained=str(tmp_path / "encoder.pth"))
+    module.load_pretrained_encoder(str(tmp_path / "encoder.pth"))
     assert bool((module.model.encoder.state_dict()["widen.3.bias"] == 81).all())  # embeddings.expend4.bias
 
 

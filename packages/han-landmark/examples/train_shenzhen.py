@@ -68,12 +68,14 @@ def run(
         root=data_root, layout="normalized_txt", num_landmarks=6, input_size=input_size,
         val_fraction=0.0, test_fraction=3 / 11, flip_pairs=list(CHEST_FLIP_PAIRS), rotation_deg=10.0,
         rotation_prob=0.5, scale_factor=0.1, translation=0.05, batch_size=batch_size, seed=seed,
+        keep_aspect=False, padding=1.0, scale_rotation="uniform",  # the settings the README's figure used
     )  # fmt: skip
     datamodule.setup("fit")
     assert [len(datamodule.splits[s]) for s in ("train", "test")] == [8, 3]
     model = HANLandmarkModule(
         num_landmarks=6,
         variant="tiny",
+        overrides={"init": "kaiming"},  # a short run from scratch, as the demo
         optimizer=lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=0.01),
         scheduler=lambda opt: WarmupCosineLR(
             opt, warmup_steps=min(5, epochs), total_steps=epochs, warmup_start_factor=0.1

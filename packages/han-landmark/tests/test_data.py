@@ -447,3 +447,24 @@ def test_isbi_datamodule_splits_and_predict_spacing(tmp_path):
     override = LandmarkDataModule(layout="isbi2015", spacing=0.2, predict_root=str(tmp_path / "RawImage"))
     assert override.spacing_pair() == (0.2, 0.2)
     assert LandmarkDataModule(layout="csv").spacing_pair() is None
+
+
+def test_paper_config_data_settings_are_the_reference_pipeline():
+    from importlib.resources import files
+
+    import yaml
+
+    config = yaml.safe_load((files("han_landmark") / "configs" / "paper.yaml").read_text())
+    dm = LandmarkDataModule(**config["data"])
+    assert (dm.keep_aspect, dm.padding, dm.input_size) == (True, 1.25, (1216, 1024))
+    aug = dm.augmentation
+    # TopDownGetRandomScaleRotation(40, 0.5, rot_prob 0.6), TopDownRandomTranslation(0.15),
+    # TopDownRandomFlip(0.4) with no pairs to swap
+    assert (aug.scale_rotation, aug.rotation_deg, aug.rotation_prob, aug.scale_factor) == (
+        "normal",
+        40,
+        0.6,
+        0.5,
+    )
+    assert (aug.translation, aug.flip_prob, aug.flip_without_pairs, aug.flip_pairs) == (0.15, 0.4, True, ())
+    assert config["model"]["variant"] == "paper"

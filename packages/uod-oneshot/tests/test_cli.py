@@ -146,3 +146,40 @@ def test_help_lists_the_extra_verbs():
     for verb in ("ssl", "pseudo-label", "pick-template", "fit", "predict"):
         assert verb in result.stdout
     assert torch
+
+
+def test_pseudo_labels_embed_the_template_with_the_full_view_network(tmp_path, monkeypatch):
+    """As in the reference's tester, the template and the targets both go through ``net``: with the crop
+    network's embeddings zeroed (every cell would tie, so every label would land on the first cell), the
+    labels still equal a direct match of ``net``'s template and target features."""
+    from torch.utils.data._utils.collate import default_collate
+
+    from uod_oneshot.data import LandmarkDataset, UODSSLDataModule, _Entry
+    from uod_oneshot.matching import match_landmarks, template_features
+    from uod_oneshot.pseudo import pseudo_label_domains
+
+    monkeypatch.setenv("MEDZOO_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    domains = json.loads(_domains(tmp_path))[:1]
+    datamodule = UODSSLDataModule(domains=domains, input_size=64, crop_size=32, val_fraction=0.2)
+    datamodule.prepare_data()
+    module = UODSSLModule(num_domains=1, variant="tiny").eval()
+    with torch.no_grad():
+        for projection in module.crop_net.projections:
+            projection.weight.zero_()
+            projection.bias.zero_()
+    summary = pseudo_label_domains(module, datamodule, tmp_path / "labels")
+    table = read_landmark_csv(tmp_path / "labels" / "a.csv")
+
+    splits = datamodule.domain_splits[0]
+    samples = [splits["train"][0], *splits["train"][1:], *splits["val"]]
+    dataset = LandmarkDataset([_Entry(0, s, i) for i, s in enumerate(samples)], datamodule.specs, 64)
+    batch = default_collate([dataset[i] for i in range(len(dataset))])
+    with torch.no_grad():
+        maps = module.embed(batch["image"], 0)
+        queries = template_features([m[:1] for m in maps], batch["landmarks"][0], module.strides)
+        expected, _ = match_landmarks([m[1:] for m in maps], queries, module.strides)
+    got = np.stack([table[str(s.image)] for s in samples[1:]])
+    assert summary["a"]["images"] == len(samples) - 1
+    assert not np.allclose(got, 0.5)  # not the degenerate first cell of zeroed crop features
+    np.testing.assert_allclose(got, expected.double().numpy(), atol=1e-6)  # 64 px in and out: same pixels

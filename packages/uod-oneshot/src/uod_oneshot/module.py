@@ -51,8 +51,8 @@ class UODSSLModule(MedzooModule):
     The full view goes through ``net``, the crop view through ``crop_net`` (the reference's second network
     ``net_patch``; with ``separate_crop_network=False`` both views share ``net``). Both networks are in one
     Adam, which equals the reference's two Adams with the same settings (Adam is per parameter).
-    Pseudo-labelling takes the template's landmark features from ``crop_net`` and the targets' maps from
-    ``net``, the roles the two networks have in the loss.
+    Pseudo-labelling takes both the template's landmark features and the targets' maps from ``net``, as the
+    reference's tester does (``crop_net`` only serves the loss).
 
     Args:
         num_domains: D (the number of ``data.domains``).

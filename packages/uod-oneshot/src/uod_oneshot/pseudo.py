@@ -56,7 +56,9 @@ def pseudo_label_domains(
         entries = [_Entry(d, s, i) for i, s in enumerate([template, *pool])]
         dataset = LandmarkDataset(entries, datamodule.specs, datamodule.input_size)
         first = default_collate([dataset[0]])
-        template_maps = module.embed(first["image"].to(device), d, crop_view=True)
+        # the template and the targets go through the same full-view network, as in the reference's
+        # tester: the crop network has only seen crops, whose coarse maps cover a different area
+        template_maps = module.embed(first["image"].to(device), d)
         queries = template_features(template_maps, first["landmarks"][0].to(device), module.strides)
         predictions, sizes = [], []
         rest = LandmarkDataset(entries[1:], datamodule.specs, datamodule.input_size)

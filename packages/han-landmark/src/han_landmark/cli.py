@@ -6,7 +6,7 @@ Examples::
     han-landmark test --config demo --ckpt_path last     # runs/han-landmark-demo/checkpoints/last.ckpt
     han-landmark predict --config demo --ckpt_path last --data.predict_root my_xrays/
     han-landmark fit --config paper --data.root /data/ISBI2015
-    han-landmark export --ckpt_path last --format onnx --input_size "[128, 128]" --keep_aspect false --padding 1
+    han-landmark export --ckpt_path last --input_size "[128, 128]" --keep_aspect false --padding 1
 
 ``predict`` writes per-image CSV/JSON/overlay PNGs and ``summary.csv`` into
 ``<trainer.default_root_dir>/predictions/``; ``export`` writes ``han_landmark.onnx`` (or
@@ -108,7 +108,8 @@ def export(
         format: `onnx` (the network, image -> three heatmaps, for onnxruntime) or `safetensors` (the module's
             weights; rebuild with `create_model(variant, num_landmarks=K, **overrides)`).
         input_size: [H, W] of the network input the model was trained with (the config's data.input_size),
-            e.g. "[1216, 1024]" for `paper`, "[128, 128]" for `demo`. The ONNX graph has this fixed size and batch 1.
+            e.g. "[1216, 1024]" for `paper`, "[128, 128]" for `demo`. The ONNX graph has this fixed size
+            and batch 1.
         keep_aspect, padding: how images were placed into the input (data.keep_aspect, data.padding:
             `paper` true and 1.25; `demo` and `chest` false and 1); written into the contract.
         output_dir: folder written atomically: han_landmark.onnx or han_landmark.safetensors, and

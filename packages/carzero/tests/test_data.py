@@ -329,3 +329,26 @@ def test_datamodule_aligns_reports_on_the_fly(tmp_path):
     # Without the option the column must exist in the CSV.
     with pytest.raises(MedzooDataError, match="aligned_report"):
         CARZeroDataModule(root=str(tmp_path), text_columns=["report", "aligned_report"]).setup("fit")
+
+
+def test_findings_first_draws_only_sentences_that_state_a_finding(tmp_path):
+    from carzero.alignment import states_a_finding
+
+    assert states_a_finding("there is left pleural effusion")
+    assert not states_a_finding("there is no pneumothorax") and not states_a_finding("heart size is normal")
+    image = tmp_path / "a.png"
+    write_png(image, np.full((8, 8), 100, dtype=np.uint8))
+    texts = [
+        ["Small left effusion. No pneumothorax. Heart size is normal."],
+        ["No acute findings. Lungs clear."],
+    ]
+    pairs = ReportPairDataset([image, image], texts, build_transform(False, 8, 8), findings_first=True)
+    drawn = set()
+    for epoch in range(12):
+        pairs.set_epoch(epoch)
+        drawn.add((pairs[0]["text"], pairs[1]["text"]))
+    assert {first for first, _ in drawn} == {"small left effusion"}
+    # an image without a positive sentence keeps all of its sentences
+    assert {second for _, second in drawn} == {"no acute findings", "lungs clear"}
+    plain = ReportPairDataset([image], texts[:1], build_transform(False, 8, 8))
+    assert len(plain.sentences[0]) == 3

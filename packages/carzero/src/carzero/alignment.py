@@ -101,6 +101,16 @@ FINDING_PATTERNS: dict[str, str] = {
     "support device": r"tube|line|catheter|pacemaker|wires?",
 }
 _NEGATION = re.compile(r"\b(?:no|not|without|negative for|free of|resolved|clear of|absence of)\b")
+_NOTHING_FOUND = re.compile(r"\b(?:normal|unremarkable|clear|stable)\b")
+
+
+def states_a_finding(sentence: str) -> bool:
+    """True for a sentence that asserts something present: no negation cue ("no", "without", ...) and no
+    normality cue ("normal", "unremarkable", "clear", "stable"). E.g. "there is left pleural effusion"."""
+    text = sentence.lower()
+    return not _NEGATION.search(text) and not _NOTHING_FOUND.search(text)
+
+
 _NORMAL = re.compile(r"\b(?:normal|unremarkable|clear|no acute)\b")
 _MODIFIERS = re.compile(r"\b(mild|moderate|severe|small|large|minimal|trace|left|right|bilateral|basilar)\b")
 

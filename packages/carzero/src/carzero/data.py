@@ -174,6 +174,8 @@ class ReportPairDataset(Dataset):
         seed: the sentence drawn for item i in epoch e depends only on (seed, e, i).
         where: names the source (CSV path) in errors.
         reader: path -> RGB PIL image (`read_cxr`, or a `ResizedImageCache`).
+        findings_first: draw only from the sentences that state a finding (`states_a_finding`) when the
+            image has any, else from all of its sentences (ours; the paper draws from all).
 
     Items: {"image": (3, H, W) float, "text": str, "index": int}. Raises MedzooDataError for a row whose texts
     have no sentence of two words or more.
@@ -187,7 +189,10 @@ class ReportPairDataset(Dataset):
         seed: int = 0,
         where: str = "reports",
         reader: Callable[[Path], Image.Image] = read_cxr,
+        findings_first: bool = False,
     ) -> None:
+        from carzero.alignment import states_a_finding
+
         self.image_paths = [Path(p) for p in image_paths]
         self.sentences = []
         for row, (path, row_texts) in enumerate(zip(self.image_paths, texts, strict=True)):
@@ -198,6 +203,8 @@ class ReportPairDataset(Dataset):
                     f"an empty report {list(row_texts)!r}",
                     "report text with at least one sentence of two or more words",
                 )
+            if findings_first:
+                pool = [s for s in pool if states_a_finding(s)] or pool
             self.sentences.append(pool)
         self.transform = transform
         self.reader = reader
@@ -330,6 +337,8 @@ class CARZeroDataModule(MedzooDataModule):
         align_reports: add the column `aligned_report` = `carzero.alignment.rule_based_align` of the first
             text column when the CSV lacks it (the no-LLM path of `carzero align-reports`, run on the fly);
             list `aligned_report` in `text_columns` to train on it. The demo uses it on the synthetic reports.
+        findings_first: training pairs draw only from sentences that state a finding when the image has any
+            (ours, off in the paper; see `ReportPairDataset`). Validation pairs draw from all sentences.
         synthetic_images, synthetic_size: size of the demo's synthetic set (used when `root` is None).
         num_workers, seed: loader workers; the seed of the sentence draws, the training order and the
             synthetic set.
@@ -355,6 +364,7 @@ class CARZeroDataModule(MedzooDataModule):
         test_set: str | None = None,
         test_root: str | None = None,
         align_reports: bool = False,
+        findings_first: bool = False,
         synthetic_images: int = 160,
         synthetic_size: tuple[int, int] = (128, 128),
         num_workers: int = 0,
@@ -384,6 +394,7 @@ class CARZeroDataModule(MedzooDataModule):
         self.test_set = test_set
         self.test_root = test_root
         self.align_reports = align_reports
+        self.findings_first = findings_first
         self.synthetic_images = int(synthetic_images)
         self.synthetic_size = (int(synthetic_size[0]), int(synthetic_size[1]))
         self.datasets: dict[str, Dataset] = {}
@@ -467,7 +478,13 @@ class CARZeroDataModule(MedzooDataModule):
             ]
             paths = self._paths(root, part, csv_path)
             self.datasets[split] = ReportPairDataset(
-                paths, texts, transform, self.seed, where=str(csv_path), reader=self.reader()
+                paths,
+                texts,
+                transform,
+                self.seed,
+                where=str(csv_path),
+                reader=self.reader(),
+                findings_first=self.findings_first and split == "train",
             )
             if self.class_names:
                 labels = self._labels(part)

@@ -19,6 +19,11 @@ The paper's efficiency claim is the sparse encoder's saving over dense compute a
 dense / spconv time and memory. No figure from elsewhere is compared against.
 
 ``--quick``: the ``tiny`` size (32^3) only. Writes ``benchmarks/results/hyspark[.quick].json``.
+``--conv-only``: only the decoder's finest convolution at 96^3 (ConvBNReLU 96 -> 48 channels, forward +
+backward) in fp32, bf16 autocast and channels_last_3d: the decoder's dominant cost, in about a minute;
+writes ``benchmarks/results/hyspark_conv.json``.
+``--paper-memory-only``: only peak memory (no timing) at 96^3, mask .75: the encoder forward + backward and
+the whole step, dense against spconv; writes ``benchmarks/results/hyspark_paper_memory.json``.
 ``--paper-step-only``: only the 96^3 step (dense, spconv, dense bf16) and its FLOP floor, for a machine where
 the whole run takes too long; writes ``benchmarks/results/hyspark_paper_step.json``.
 """
@@ -142,9 +147,86 @@ def encoder_table(model, x, backends, repeats, device, rows, claims) -> None:
         )
 
 
+def decoder_conv_table(repeats: int, size: int = 96, cin: int = 96, cout: int = 48) -> list[dict]:
+    """The decoder's finest ConvBNReLU (conv3x3 cin -> cout at size^3) forward + backward: fp32, bf16
+    autocast, and channels_last_3d, as ratios against fp32."""
+    torch.manual_seed(0)
+    from hyspark.models.hyspark import ConvBNReLU
+
+    block = ConvBNReLU(cin, cout)
+    block_cl = copy.deepcopy(block).to(memory_format=torch.channels_last_3d)
+    x = torch.rand(1, cin, size, size, size, requires_grad=True)
+    x_cl = x.detach().contiguous(memory_format=torch.channels_last_3d).requires_grad_(True)
+
+    def case(module, inp, bf16: bool):
+        def run() -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = module(inp)
+            out.float().pow(2).mean().backward()
+            module.zero_grad(set_to_none=True)
+            inp.grad = None
+
+        return run
+
+    cases = {
+        "fp32": case(block, x, False),
+        "bf16": case(block, x, True),
+        "fp32-channels_last_3d": case(block_cl, x_cl, False),
+        "bf16-channels_last_3d": case(block_cl, x_cl, True),
+    }
+    times = compare(cases, repeats)
+    base = times["fp32"]["median_s"]
+    return [
+        {"size": f"{size}^3", "conv": f"{cin}->{cout}", "case": name, "s": t["median_s"],
+         "this_over_fp32": t["median_s"] / base}
+        for name, t in times.items()
+    ]  # fmt: skip
+
+
+def paper_memory() -> None:
+    """Peak memory of one call at 96^3, mask .75, batch 1: encoder fwd + bwd and the step, dense vs spconv."""
+    from hyspark.models import create_hyspark
+
+    torch.manual_seed(0)
+    model = create_hyspark("paper")
+    x = torch.rand(1, 1, 96, 96, 96)
+    rows, claims = [], []
+    for kind in ("encoder", "step"):
+        at = {}
+        for backend in ("dense", "spconv"):
+            fn = (
+                encoder_step(model, x, backend, 0.75)
+                if kind == "encoder"
+                else pretrain_step(model, x, backend)
+            )
+            at[backend] = peak_memory_mib(fn, "cpu")
+            rows.append({"kind": kind, "backend": backend, "mask": 0.75, "peak_mib": at[backend]})
+        label = f"spconv vs dense {kind} peak memory (96^3, mask .75, batch 1)"
+        claims.append(claim(label, "dense", "spconv", at["dense"], at["spconv"], "MiB"))
+    print_table(rows)
+    print(f"wrote {write_results('hyspark_paper_memory', {'memory': rows, 'claims': claims}, False)}")
+
+
 def main() -> None:
+    flags = {"--paper-step-only", "--conv-only", "--paper-memory-only"}
     step_only = "--paper-step-only" in sys.argv[1:]
-    args = parse_args(__doc__.splitlines()[0], [a for a in sys.argv[1:] if a != "--paper-step-only"])
+    if "--paper-memory-only" in sys.argv[1:]:
+        args = parse_args(__doc__.splitlines()[0], [a for a in sys.argv[1:] if a not in flags])
+        paper_memory()
+        return
+    if "--conv-only" in sys.argv[1:]:
+        args = parse_args(__doc__.splitlines()[0], [a for a in sys.argv[1:] if a not in flags])
+        rows = decoder_conv_table(args.repeats)
+        print(f"decoder's finest ConvBNReLU, fwd + bwd, {args.threads} threads, median of {args.repeats}")
+        print_table(rows)
+        claims = [
+            claim(f"decoder conv 96->48 at 96^3, {r['case']} vs fp32", "fp32", r["case"],
+                  rows[0]["s"], r["s"], "s")
+            for r in rows[1:]
+        ]  # fmt: skip
+        print(f"wrote {write_results('hyspark_conv', {'decoder_conv': rows, 'claims': claims}, False)}")
+        return
+    args = parse_args(__doc__.splitlines()[0], [a for a in sys.argv[1:] if a not in flags])
     from hyspark.models import create_hyspark, spconv_available
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

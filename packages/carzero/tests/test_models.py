@@ -409,3 +409,20 @@ def test_global_warmup_loss_is_clip_on_the_normalised_tokens_and_overfits(tiny_b
         loss.backward()
         optimizer.step()
     assert loss.item() < 0.2 * start and start > 0.5 * math.log(4)
+
+
+def test_cached_prompt_keys_values_give_the_same_zero_shot_scores(tiny_parts):
+    model, tokenizer = tiny_parts
+    model.eval()
+    images = torch.randn(3, 3, 32, 32)
+    prompts = tokenizer(["there is pneumothorax", "there is a mass", "no effusion", "there is effusion"])
+    with torch.no_grad():
+        image_global, image_memory = model.encode_image(images)
+        sentence, memory, padding = model.encode_text(**prompts)
+        plain = model.zero_shot_scores(image_global, image_memory, sentence, memory, padding)
+        cache = model.fusion.memory_keys_values(memory)
+        cached = model.zero_shot_scores(image_global, image_memory, sentence, memory, padding, cache)
+        s_i2t, s_t2i = model.similarities(image_global, image_memory, sentence, memory, padding)
+    torch.testing.assert_close(cached, plain, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(plain, 0.5 * (s_i2t + s_t2i.t()), rtol=1e-6, atol=1e-6)
+    assert len(cache) == len(model.fusion.layers)

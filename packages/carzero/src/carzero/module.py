@@ -188,7 +188,8 @@ class CARZeroModule(MedzooModule):
 
     @torch.no_grad()
     def encode_prompts(self, class_names: Sequence[str], use_cache: bool = True):
-        """Prompt features for `class_names`: (sentence (P, D), memory (P, 1+W, D), padding, owner (P,)).
+        """Prompt features for `class_names`: (sentence (P, D), memory (P, 1+W, D), padding, owner (P,),
+        the fusion's keys/values of the memory per layer).
 
         `owner[p]` is the class index of prompt p (a class may have several prompts, scores averaged).
         Cached per class list; the cache is cleared whenever the weights change (each training epoch).
@@ -204,8 +205,9 @@ class CARZeroModule(MedzooModule):
         was_training = self.model.training
         self.model.eval()
         sentence, memory, padding = self.model.encode_text(**self.tokenize(flat))
+        keys_values = self.model.fusion.memory_keys_values(memory)  # reused by every batch
         self.train(was_training)
-        features = (sentence, memory, padding, owner)
+        features = (sentence, memory, padding, owner, keys_values)
         if use_cache:
             self._prompt_cache[key] = features
         return features
@@ -219,9 +221,11 @@ class CARZeroModule(MedzooModule):
         With ``return_attention`` also (B, C, g, g) maps: each class prompt's image->text cross-attention on
         the g x g patch grid (`CARZero.image_attention_maps`, averaged over the class's prompts).
         """
-        sentence, memory, padding, owner = self.encode_prompts(class_names)
+        sentence, memory, padding, owner, keys_values = self.encode_prompts(class_names)
         image_global, image_memory = self.model.encode_image(images)
-        per_prompt = self.model.zero_shot_scores(image_global, image_memory, sentence, memory, padding)
+        per_prompt = self.model.zero_shot_scores(
+            image_global, image_memory, sentence, memory, padding, keys_values
+        )
         scores = self._per_class(per_prompt, owner, len(class_names))
         if not return_attention:
             return scores

@@ -98,11 +98,15 @@ class CARZero(nn.Module):
         prompt_sentence: torch.Tensor,
         prompt_memory: torch.Tensor,
         prompt_padding: torch.Tensor | None = None,
+        prompt_keys_values: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> torch.Tensor:
-        """(S_i2t + S_t2i^T) / 2: (B_img, C) raw logits for C class prompts (higher = more likely)."""
-        s_i2t, s_t2i = self.similarities(
-            image_global, image_memory, prompt_sentence, prompt_memory, prompt_padding
-        )
+        """(S_i2t + S_t2i^T) / 2: (B_img, C) raw logits for C class prompts (higher = more likely).
+
+        ``prompt_keys_values`` = ``self.fusion.memory_keys_values(prompt_memory)``, computed once for all
+        batches, skips re-projecting the prompts' tokens in the text->image direction (same result).
+        """
+        s_i2t = self.fusion(image_memory, prompt_sentence)
+        s_t2i = self.fusion(prompt_memory, image_global, prompt_padding, keys_values=prompt_keys_values)
         return 0.5 * (s_i2t + s_t2i.t())
 
     def image_attention_maps(self, image_memory: torch.Tensor, prompt_sentence: torch.Tensor) -> torch.Tensor:

@@ -78,8 +78,9 @@ class CrossAttentionLayer(nn.Module):
         memory: torch.Tensor,
         memory_padding_mask: torch.Tensor | None = None,
         return_attention: bool = False,
+        keys_values: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        keys, values = self.keys_values(memory)
+        keys, values = self.keys_values(memory) if keys_values is None else keys_values
         mask = None if memory_padding_mask is None else ~memory_padding_mask[:, None, None, :]
         attended, weights = self.attend(self.norm_attention(queries), keys, values, mask, return_attention)
         queries = queries + self.dropout_attention(attended)
@@ -150,26 +151,36 @@ class SimilarityRepresentation(nn.Module):
             nn.init.normal_(module.in_proj_weight, std=0.02)
             nn.init.zeros_(module.in_proj_bias)
 
+    def memory_keys_values(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every layer's keys and values of (B, M, D) memory: compute once for memory that is scored many
+        times (the class prompts of zero-shot scoring) and pass as ``keys_values`` to `forward`."""
+        memory = self.shared_norm(memory)
+        return [layer.keys_values(memory) for layer in self.layers]
+
     def forward_features(
         self,
         memory: torch.Tensor,
         queries: torch.Tensor,
         memory_padding_mask: torch.Tensor | None = None,
         return_attention: bool = False,
+        keys_values: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """(B, M, D) memory, (Q, D) queries -> (B, Q, D) decoded queries after the shared norm.
 
         With ``return_attention`` also the attention weights of every layer, each (B, heads, Q, M).
+        ``keys_values`` (from `memory_keys_values(memory)`) skips recomputing the memory's projections.
         """
-        memory = self.shared_norm(memory)
+        if keys_values is None:
+            memory = self.shared_norm(memory)
         tokens = self.shared_norm(queries).unsqueeze(0).expand(memory.shape[0], -1, -1)  # (B, Q, D)
         maps = []
-        for layer in self.layers:
+        for index, layer in enumerate(self.layers):
+            cached = None if keys_values is None else keys_values[index]
             if return_attention:
-                tokens, weights = layer(tokens, memory, memory_padding_mask, return_attention=True)
+                tokens, weights = layer(tokens, memory, memory_padding_mask, True, cached)
                 maps.append(weights)
             else:
-                tokens = layer(tokens, memory, memory_padding_mask)
+                tokens = layer(tokens, memory, memory_padding_mask, keys_values=cached)
         decoded = self.shared_norm(tokens)
         return (decoded, maps) if return_attention else decoded
 
@@ -179,10 +190,11 @@ class SimilarityRepresentation(nn.Module):
         queries: torch.Tensor,
         memory_padding_mask: torch.Tensor | None = None,
         return_attention: bool = False,
+        keys_values: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """(B, Q) raw logits; with ``return_attention`` also the per-layer (B, heads, Q, M) weights."""
         if return_attention:
-            decoded, maps = self.forward_features(memory, queries, memory_padding_mask, True)
+            decoded, maps = self.forward_features(memory, queries, memory_padding_mask, True, keys_values)
             return self.head(self.dropout(decoded)).squeeze(-1), maps
-        decoded = self.forward_features(memory, queries, memory_padding_mask)
+        decoded = self.forward_features(memory, queries, memory_padding_mask, keys_values=keys_values)
         return self.head(self.dropout(decoded)).squeeze(-1)

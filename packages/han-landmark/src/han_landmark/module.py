@@ -15,7 +15,7 @@ from han_landmark.models import create_model
 from han_landmark.writers import LandmarkPredictionWriter
 from medzoo.heatmaps import decode_heatmaps, gaussian_heatmaps
 from medzoo.io import write_csv
-from medzoo.lightning import GatherAccumulator, MedzooModule, PredictionWriter, follow_trainer
+from medzoo.lightning import GatherAccumulator, MedzooModule, PredictionWriter
 from medzoo.metrics import mean_radial_error, radial_errors, successful_detection_rate
 
 
@@ -155,10 +155,6 @@ class HANLandmarkModule(MedzooModule):
             {stage: GatherAccumulator("pred", "target", "spacing", "size") for stage in ("val", "test")}
         )
         self.test_results: dict[str, Any] = {}
-
-    def configure_optimizers(self) -> Any:
-        # WarmupCosineLR with total_steps=None / warmup_epochs takes its lengths from the trainer (paper.yaml)
-        return follow_trainer(super().configure_optimizers(), self._trainer)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, 3, H, W) standardised image -> heatmaps at 1/4, 1/2 and full resolution."""

@@ -11,6 +11,7 @@ import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable, ReduceLROnPlateau
 
 from medzoo.errors import MedzooDataError, MedzooTrainingError
+from medzoo.lightning.schedules import follow_trainer
 
 if TYPE_CHECKING:
     from medzoo.lightning.predict import PredictionWriter
@@ -63,7 +64,9 @@ class MedzooModule(pl.LightningModule):
         config: dict[str, Any] = {"scheduler": scheduler, "interval": self.scheduler_interval}
         if isinstance(scheduler, (ReduceLROnPlateau, torch.optim.lr_scheduler.ReduceLROnPlateau)):
             config["monitor"] = getattr(scheduler, "monitor", self.monitor)
-        return {"optimizer": optimizer, "lr_scheduler": config}
+        # A WarmupCosineLR stepped per optimizer step takes its run length (and --trainer.max_time) from
+        # the trainer, so time- and step-limited runs anneal to the end.
+        return follow_trainer({"optimizer": optimizer, "lr_scheduler": config}, self._trainer)
 
     def on_before_backward(self, loss: torch.Tensor) -> None:
         # Stop at the first non-finite loss instead of silently training a NaN model for hours.

@@ -188,7 +188,7 @@ def paper_memory() -> None:
     from hyspark.models import create_hyspark
 
     torch.manual_seed(0)
-    model = create_hyspark("paper")
+    model = create_hyspark("paper", channels_last_decoder=False)
     x = torch.rand(1, 1, 96, 96, 96)
     rows, claims = [], []
     for kind in ("encoder", "step"):
@@ -236,7 +236,8 @@ def main() -> None:
     sizes = ["paper"] if step_only else ["tiny"] if args.quick else ["tiny", "paper"]
     for size in sizes:
         torch.manual_seed(0)
-        model = create_hyspark(size).to(device)
+        # The 0.2.0 model (decoder in the default memory format) is the baseline of every ratio.
+        model = create_hyspark(size, channels_last_decoder=False).to(device)
         s = model.encoder.img_size
         x = torch.rand(1, 1, s, s, s, device=device)
         if not step_only:
@@ -246,8 +247,10 @@ def main() -> None:
             step_cases["spconv"] = pretrain_step(model, x, "spconv")
         step_cases["dense-bf16"] = pretrain_step(model, x, "dense", autocast=True)
         if not step_only:
-            step_cases["dense-channels_last_decoder"] = pretrain_step(
-                channels_last_decoder(model), x, "dense"
+            model_cl = channels_last_decoder(model)
+            step_cases["dense-channels_last_decoder"] = pretrain_step(model_cl, x, "dense")
+            step_cases["dense-bf16-channels_last_decoder"] = pretrain_step(
+                model_cl, x, "dense", autocast=True
             )
             step_cases["plain"] = pretrain_step(model, x, "dense", plain=True)
         step_times = compare(step_cases, args.repeats)
@@ -259,7 +262,12 @@ def main() -> None:
                  "peak_mib": peak_memory_mib(fn, device.type)}
             )  # fmt: skip
         at = {r["case"]: r for r in steps if r["size"] == f"{s}^3"}
-        for name in ("spconv", "dense-bf16", "dense-channels_last_decoder"):
+        for name in (
+            "spconv",
+            "dense-bf16",
+            "dense-channels_last_decoder",
+            "dense-bf16-channels_last_decoder",
+        ):
             if name in at:
                 label = f"pre-training step, {name} vs dense fp32 ({s}^3, mask .75, batch 1)"
                 claims.append(claim(label + " time", "dense", name, at["dense"]["s"], at[name]["s"], "s"))

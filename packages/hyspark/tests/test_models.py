@@ -325,3 +325,17 @@ def test_package_works_without_spconv(monkeypatch):
     assert encoder(torch.rand(1, 1, 32, 32, 32), cells)[-1].shape == (1, 48, 2, 2, 2)  # dense still runs
     with pytest.raises(ImportError, match=r"hyspark\[cuda\]"):
         encoder.forward_features(torch.rand(1, 1, 32, 32, 32), cells, backend="spconv")
+
+
+def test_channels_last_decoder_computes_the_same_function():
+    torch.manual_seed(0)
+    default_format = create_hyspark("tiny", channels_last_decoder=False).eval()
+    channels_last = create_hyspark("tiny").eval()
+    channels_last.load_state_dict(default_format.state_dict(), strict=True)
+    conv = channels_last.decoder.up[0][1][0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last_3d) and not conv.is_contiguous()
+    x = torch.rand(2, 1, 32, 32, 32)
+    cells = channels_last.generate_mask(2, generator=torch.Generator().manual_seed(1))
+    a, b = default_format(x, cells), channels_last(x, cells)
+    torch.testing.assert_close(b.reconstruction, a.reconstruction, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(b.loss, a.loss, rtol=1e-5, atol=1e-6)

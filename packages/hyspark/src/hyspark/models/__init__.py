@@ -66,12 +66,17 @@ def create_hyspark(
     mask_ratio: float = 0.75,
     use_finest_skip: bool = False,
     spconv_algorithm: str = "auto",
+    channels_last_decoder: bool = True,
     **overrides: Any,
 ) -> HySparK:
-    """The pre-training model for a named configuration (encoder arguments as :class:`HybridEncoder`)."""
+    """The pre-training model for a named configuration (encoder arguments as :class:`HybridEncoder`,
+    ``channels_last_decoder`` as :class:`HySparK`)."""
     config = model_config(name, **overrides)
     encoder = create_encoder(name, backend, spconv_algorithm, **overrides)
-    return HySparK(encoder, mask_ratio, config["decoder_width"], use_finest_skip)
+    return HySparK(
+        encoder, mask_ratio, config["decoder_width"], use_finest_skip,
+        channels_last_decoder=channels_last_decoder,
+    )  # fmt: skip
 
 
 def create_model(name: str = "paper", **overrides: Any) -> HySparK:

@@ -24,8 +24,9 @@ backward) in fp32, bf16 autocast and channels_last_3d: the decoder's dominant co
 writes ``benchmarks/results/hyspark_conv.json``.
 ``--paper-memory-only``: only peak memory (no timing) at 96^3, mask .75: the encoder forward + backward and
 the whole step, dense against spconv; writes ``benchmarks/results/hyspark_paper_memory.json``.
-``--paper-step-only``: only the 96^3 step (dense, spconv, dense bf16) and its FLOP floor, for a machine where
-the whole run takes too long; writes ``benchmarks/results/hyspark_paper_step.json``.
+``--paper-step-only [--step-size=N]``: only the ``paper`` network's step (dense, spconv, and the decoder in
+channels_last_3d in fp32 and bf16) and its FLOP floor, at N^3 crops (default 96), for a
+machine where the whole run takes too long; writes ``benchmarks/results/hyspark_paper_step.json``.
 """
 
 from __future__ import annotations
@@ -209,6 +210,10 @@ def paper_memory() -> None:
 
 def main() -> None:
     flags = {"--paper-step-only", "--conv-only", "--paper-memory-only"}
+    step_size = 96
+    for arg in [a for a in sys.argv[1:] if a.startswith("--step-size=")]:
+        step_size = int(arg.split("=", 1)[1])
+        sys.argv.remove(arg)
     step_only = "--paper-step-only" in sys.argv[1:]
     if "--paper-memory-only" in sys.argv[1:]:
         args = parse_args(__doc__.splitlines()[0], [a for a in sys.argv[1:] if a not in flags])
@@ -237,7 +242,8 @@ def main() -> None:
     for size in sizes:
         torch.manual_seed(0)
         # The 0.2.0 model (decoder in the default memory format) is the baseline of every ratio.
-        model = create_hyspark(size, channels_last_decoder=False).to(device)
+        overrides = {"img_size": step_size} if step_only else {}
+        model = create_hyspark(size, channels_last_decoder=False, **overrides).to(device)
         s = model.encoder.img_size
         x = torch.rand(1, 1, s, s, s, device=device)
         if not step_only:
@@ -245,13 +251,12 @@ def main() -> None:
         step_cases = {"dense": pretrain_step(model, x, "dense")}
         if "spconv" in backends:
             step_cases["spconv"] = pretrain_step(model, x, "spconv")
-        step_cases["dense-bf16"] = pretrain_step(model, x, "dense", autocast=True)
         if not step_only:
-            model_cl = channels_last_decoder(model)
-            step_cases["dense-channels_last_decoder"] = pretrain_step(model_cl, x, "dense")
-            step_cases["dense-bf16-channels_last_decoder"] = pretrain_step(
-                model_cl, x, "dense", autocast=True
-            )
+            step_cases["dense-bf16"] = pretrain_step(model, x, "dense", autocast=True)
+        model_cl = channels_last_decoder(model)
+        step_cases["dense-channels_last_decoder"] = pretrain_step(model_cl, x, "dense")
+        step_cases["dense-bf16-channels_last_decoder"] = pretrain_step(model_cl, x, "dense", autocast=True)
+        if not step_only:
             step_cases["plain"] = pretrain_step(model, x, "dense", plain=True)
         step_times = compare(step_cases, args.repeats)
         baseline = step_times["dense"]["median_s"]

@@ -128,6 +128,16 @@ def test_pretrain_cli_writes_weights_that_fit_loads(tiny_bert_dir, tmp_path, mon
           *small])  # fmt: skip
     weights = run / "vit_weights.safetensors"
     assert read_weights_metadata(weights)["variant"] == "tiny"
+    # The validation loss masks each image by its index: validating the saved checkpoint gives the value
+    # logged at the end of training (also what makes it equal under DDP).
+    import pandas as pd
+
+    logged = pd.read_csv(run / "csv" / "version_0" / "metrics.csv")["val/loss"].dropna().iloc[-1]
+    main(["pretrain", "validate", "--config", "pretrain_demo", "--model.variant", "tiny", "--data.resize",
+          "37", "--data.crop", "32", f"--trainer.default_root_dir={run}", "--ckpt_path", "last",
+          *small])  # fmt: skip
+    again = pd.read_csv(run / "csv" / "version_1" / "metrics.csv")["val/loss"].dropna().iloc[-1]
+    assert again == pytest.approx(logged, rel=1e-5)
     fit_run = tmp_path / "fit"
     main(["fit", "--config", "demo", "--model.variant", "tiny", "--model.overrides",
           f'{{"text_model": "{tiny_bert_dir}"}}', f"--model.vit_weights={weights}", "--data.resize", "37",

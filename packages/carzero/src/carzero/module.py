@@ -11,7 +11,13 @@ import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 
 from carzero.factory import create_model, load_tokenizer
-from carzero.models import MODEL_CONFIGS, carzero_loss, symmetric_cross_entropy
+from carzero.models import (
+    MODEL_CONFIGS,
+    carzero_loss,
+    masked_patch_loss,
+    patchify,
+    symmetric_cross_entropy,
+)
 from medzoo.lightning import GatherAccumulator, MedzooModule, PredictionWriter
 from medzoo.models import model_settings
 from medzoo.synthetic import NIH_FINDINGS
@@ -408,6 +414,8 @@ class MAEPretrainModule(MedzooModule):
         )
         self.variant = variant
         self.weights_name = weights_name
+        # Per-image validation losses gathered from every DDP rank (sampler padding dropped by `index`).
+        self.val_losses = GatherAccumulator("loss")
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss, _, _ = self.mae(batch["image"])
@@ -417,10 +425,25 @@ class MAEPretrainModule(MedzooModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         if dataloader_idx:
             return  # the labelled copy of the validation images (zero-shot) is not needed here
-        generator = torch.Generator(device=batch["image"].device).manual_seed(batch_idx)
-        loss, _, _ = self.mae(batch["image"], generator=generator)
-        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["image"]), add_dataloader_idx=False,
-                 sync_dist=True)  # fmt: skip
+        # Each image's mask depends only on its index, so the validation loss does not depend on batching
+        # or on the number of DDP ranks.
+        num_patches = self.mae.encoder.vit.patch_embed.num_patches
+        noise = torch.stack(
+            [torch.rand(num_patches, generator=torch.Generator().manual_seed(int(i))) for i in batch["index"]]
+        ).to(batch["image"].device)
+        _, prediction, mask = self.mae(batch["image"], noise=noise)
+        target = patchify(batch["image"], self.mae.patch_size)
+        per_image = torch.stack(
+            [masked_patch_loss(p[None], t[None], m[None], self.mae.normalize_target)
+             for p, t, m in zip(prediction, target, mask, strict=True)]
+        )  # fmt: skip
+        self.val_losses.update(index=batch["index"], loss=per_image.detach())
+
+    def on_validation_epoch_end(self) -> None:
+        gathered = self.val_losses.compute()  # identical on every rank
+        self.val_losses.reset()
+        if len(gathered["loss"]):
+            self.log("val/loss", gathered["loss"].float().mean(), prog_bar=True)
 
     def vit_state_dict(self) -> dict[str, torch.Tensor]:
         """The pre-trained ViT in timm's layout (what `--model.vit_weights` loads)."""

@@ -26,16 +26,23 @@ def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
 
 
 def random_masking(
-    num_patches: int, batch: int, mask_ratio: float, generator: torch.Generator | None = None, device=None
+    num_patches: int,
+    batch: int,
+    mask_ratio: float,
+    generator: torch.Generator | None = None,
+    device=None,
+    noise: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample random subset of patches to keep.
+    """Per-sample random subset of patches to keep: the patches with the smallest `noise` (B, N) values
+    (default: uniform noise drawn from `generator`).
 
     Returns:
         keep (B, K) long indices of the visible patches (K = round(N (1 - mask_ratio)), at least 1), and
         mask (B, N) float, 1 = masked (hidden from the encoder), 0 = visible.
     """
     keep_count = max(1, round(num_patches * (1.0 - mask_ratio)))
-    noise = torch.rand(batch, num_patches, generator=generator, device=device)
+    if noise is None:
+        noise = torch.rand(batch, num_patches, generator=generator, device=device)
     keep = noise.argsort(dim=1)[:, :keep_count]
     mask = torch.ones(batch, num_patches, device=device)
     mask.scatter_(1, keep, 0.0)
@@ -143,10 +150,16 @@ class MaskedAutoencoder(nn.Module):
         return self.decoder_pred(self.decoder_norm(x))[:, 1:]
 
     def forward(
-        self, images: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        images: torch.Tensor,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Loss, prediction and mask; `noise` (B, N) fixes which patches are kept (see `random_masking`)."""
         num_patches = self.encoder.vit.patch_embed.num_patches
-        keep, mask = random_masking(num_patches, len(images), self.mask_ratio, generator, images.device)
+        keep, mask = random_masking(
+            num_patches, len(images), self.mask_ratio, generator, images.device, noise
+        )
         prediction = self.forward_decoder(self.forward_encoder(images, keep), keep, num_patches)
         target = patchify(images, self.patch_size)
         loss = masked_patch_loss(prediction, target, mask, self.normalize_target)

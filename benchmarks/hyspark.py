@@ -26,7 +26,7 @@ writes ``benchmarks/results/hyspark_conv.json``.
 the whole step, dense against spconv; writes ``benchmarks/results/hyspark_paper_memory.json``.
 ``--paper-step-only [--step-size=N]``: only the ``paper`` network's step (dense, spconv, and the decoder in
 channels_last_3d in fp32 and bf16) and its FLOP floor, at N^3 crops (default 96), for a
-machine where the whole run takes too long; writes ``benchmarks/results/hyspark_paper_step.json``.
+machine where the whole run takes too long; writes ``benchmarks/results/hyspark_paper_step[_N].json``.
 """
 
 from __future__ import annotations
@@ -300,7 +300,7 @@ def main() -> None:
     print(f"\nFLOP floor at this machine's measured fp32 matmul rate, {gflops:.0f} GFLOP/s")
     print_table(floors)
     payload = {"encoder": rows, "pretrain_step": steps, "flop_floor": floors, "matmul_gflops": gflops}
-    name = "hyspark_paper_step" if step_only else "hyspark"
+    name = "hyspark" if not step_only else f"hyspark_paper_step{'' if step_size == 96 else f'_{step_size}'}"
     path = write_results(name, {**payload, "claims": claims}, args.quick and not step_only)
     print(f"wrote {path}")
 

@@ -352,3 +352,19 @@ def test_findings_first_draws_only_sentences_that_state_a_finding(tmp_path):
     assert {second for _, second in drawn} == {"no acute findings", "lungs clear"}
     plain = ReportPairDataset([image], texts[:1], build_transform(False, 8, 8))
     assert len(plain.sentences[0]) == 3
+
+
+def test_augment_false_trains_on_the_test_transform(tmp_path):
+    write_training_csv(tmp_path)
+    plain = CARZeroDataModule(root=str(tmp_path), resize=40, crop=32, augment=False)
+    plain.setup("fit")
+    torch.manual_seed(0)
+    first = plain.datasets["train"][0]["image"]
+    torch.manual_seed(1)
+    assert torch.equal(plain.datasets["train"][0]["image"], first)  # no random augmentation
+    expected = build_transform(False, 40, 32)(read_cxr(plain.datasets["train"].image_paths[0]))
+    assert torch.equal(first, expected)
+    augmented = CARZeroDataModule(root=str(tmp_path), resize=40, crop=32)
+    augmented.setup("fit")
+    assert "RandomAffine" in repr(augmented.datasets["train"].transform)  # the paper's augmentation
+    assert "RandomAffine" not in repr(plain.datasets["train"].transform)

@@ -339,6 +339,8 @@ class CARZeroDataModule(MedzooDataModule):
             list `aligned_report` in `text_columns` to train on it. The demo uses it on the synthetic reports.
         findings_first: training pairs draw only from sentences that state a finding when the image has any
             (ours, off in the paper; see `ReportPairDataset`). Validation pairs draw from all sentences.
+        augment: the paper's training augmentation (RandomCrop, flip, affine, jitter); False trains on the
+            test transform (ours; the demo's 64-px cartoons).
         synthetic_images, synthetic_size: size of the demo's synthetic set (used when `root` is None).
         num_workers, seed: loader workers; the seed of the sentence draws, the training order and the
             synthetic set.
@@ -365,6 +367,7 @@ class CARZeroDataModule(MedzooDataModule):
         test_root: str | None = None,
         align_reports: bool = False,
         findings_first: bool = False,
+        augment: bool = True,
         synthetic_images: int = 160,
         synthetic_size: tuple[int, int] = (128, 128),
         num_workers: int = 0,
@@ -395,6 +398,7 @@ class CARZeroDataModule(MedzooDataModule):
         self.test_root = test_root
         self.align_reports = align_reports
         self.findings_first = findings_first
+        self.augment = augment
         self.synthetic_images = int(synthetic_images)
         self.synthetic_size = (int(synthetic_size[0]), int(synthetic_size[1]))
         self.datasets: dict[str, Dataset] = {}
@@ -471,7 +475,8 @@ class CARZeroDataModule(MedzooDataModule):
         frame = self._frame(root)
         csv_path = root / self.csv
         test_tf = self.eval_transform()
-        for split, transform in (("train", build_transform(True, self.resize, self.crop)), ("val", test_tf)):
+        train_tf = build_transform(self.augment, self.resize, self.crop)
+        for split, transform in (("train", train_tf), ("val", test_tf)):
             part = frame[frame[self.split_column] == split]
             texts = [
                 [t for t in row if isinstance(t, str)] for row in part[self.text_columns].itertuples(False)

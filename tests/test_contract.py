@@ -93,8 +93,16 @@ def check_pyproject(package: Path) -> list[str]:
     if not demo or not all(isinstance(c, list) and all(isinstance(a, str) for a in c) for c in demo):
         problems.append("[tool.medzoo] demo is not a non-empty list of argument lists")
     else:
-        if demo[0][:2] != [name, "fit"] or "demo" not in demo[0]:
-            problems.append(f"the first demo command is {demo[0]}, expected `{name} fit --config demo ...`")
+        # `<name> fit --config demo`, or a further stage's fit first (`carzero pretrain fit --config
+        # pretrain_demo`) where the demo starts with that stage.
+        first = demo[0]
+        fit_at = 1 if first[1:2] == ["fit"] else 2 if first[2:3] == ["fit"] else None
+        config = first[first.index("--config") + 1] if "--config" in first[:-1] else ""
+        if first[:1] != [name] or fit_at is None or not (config == "demo" or config.endswith("_demo")):
+            problems.append(
+                f"the first demo command is {first}, "
+                f"expected `{name} [<stage>] fit --config [<stage>_]demo ...`"
+            )
         if not any("predict" in command[1:3] for command in demo):
             problems.append("no demo command runs predict")
     return problems
@@ -164,6 +172,14 @@ MUTATIONS = {
         check_pyproject,
         lambda p: _sub(
             p / "pyproject.toml", r"(?s)\[tool\.medzoo\].*", '[tool.medzoo]\ndemo = [["x", "fit"]]\n'
+        ),
+    ),
+    "the first demo command is not the demo's fit": (
+        check_pyproject,
+        lambda p: _sub(
+            p / "pyproject.toml",
+            r'^  \["han-landmark", "fit", "--config", "demo"\],',
+            '  ["han-landmark", "fit", "--config", "paper"],',
         ),
     ),
     "no Choices section": (

@@ -24,7 +24,14 @@ from medzoo.errors import MedzooWeightsError
 from medzoo.io._checks import is_regular_file
 from medzoo.io.atomic import atomic_path
 
-__all__ = ["load_hf_model", "load_hf_tokenizer", "load_weights", "read_weights_metadata", "save_weights"]
+__all__ = [
+    "load_hf_model",
+    "load_hf_tokenizer",
+    "load_torch_file",
+    "load_weights",
+    "read_weights_metadata",
+    "save_weights",
+]
 
 TORCH_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 
@@ -124,8 +131,24 @@ def load_weights(path: str | os.PathLike, *, key: str | None = None) -> dict[str
         raise MedzooWeightsError(
             f"{path}: unsupported weights suffix {suffix!r}; expected .safetensors or one of {TORCH_SUFFIXES}"
         )
+    return _state_dict_from(load_torch_file(path), path, key)
+
+
+def load_torch_file(path: str | os.PathLike) -> Any:
+    """The content of a torch file (``.ckpt``/``.pt``/``.pth``/``.bin``) on CPU, never unpickling objects.
+
+    ``torch.load(map_location="cpu", weights_only=True)``: tensors and plain containers only. For a package
+    that must pick its own entry from a checkpoint; :func:`load_weights` returns the state dict directly.
+
+    Raises:
+        MedzooWeightsError: a missing file, one holding Python objects other than tensors and plain
+            containers, or a corrupt or truncated one.
+    """
+    path = Path(path)
+    if not is_regular_file(path):
+        raise MedzooWeightsError(f"{path}: no such weights file")
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise MedzooWeightsError(
             f"{path}: refused to load: the file holds Python objects other than tensors and plain containers "
@@ -133,7 +156,6 @@ def load_weights(path: str | os.PathLike, *, key: str | None = None) -> dict[str
         ) from err
     except Exception as err:  # zip/EOF/runtime errors for corrupt or truncated files
         raise MedzooWeightsError(f"{path}: not a readable torch file ({type(err).__name__}: {err})") from err
-    return _state_dict_from(loaded, path, key)
 
 
 def _state_dict_from(loaded: Any, path: Path, key: str | None) -> dict[str, Tensor]:

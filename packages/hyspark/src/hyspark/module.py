@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +22,7 @@ from hyspark.writers import ReconstructionWriter, SegmentationWriter
 from medzoo.errors import MedzooWeightsError
 from medzoo.lightning import GatherAccumulator, MedzooModule, PredictionWriter
 from medzoo.metrics import dice
-from medzoo.weights import TORCH_SUFFIXES, load_weights
+from medzoo.weights import TORCH_SUFFIXES, load_torch_file, load_weights
 
 
 def cosine_schedule(start: float, end: float, progress: float) -> float:
@@ -167,17 +166,7 @@ def read_checkpoint_state(path: str | os.PathLike, key: str | None = None) -> di
     path = Path(path)
     if path.suffix.lower() not in TORCH_SUFFIXES:
         return load_weights(path)
-    if not path.is_file():
-        raise MedzooWeightsError(f"{path}: no such weights file")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise MedzooWeightsError(
-            f"{path}: refused to load: it holds Python objects other than tensors and plain containers "
-            f"(torch.load weights_only=True). Re-save only the state dict. Details: {err}"
-        ) from err
-    except Exception as err:  # zip/EOF/runtime errors of corrupt or truncated files
-        raise MedzooWeightsError(f"{path}: not a readable torch file ({type(err).__name__}: {err})") from err
+    loaded = load_torch_file(path)
     if not isinstance(loaded, Mapping):
         raise MedzooWeightsError(f"{path}: found a {type(loaded).__name__}; expected a dict of tensors")
     if key is None:

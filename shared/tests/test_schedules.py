@@ -186,7 +186,7 @@ def test_max_time_run_binds_the_timer_and_later_loads_do_not_warn(tmp_path) -> N
     assert scheduler.total_steps == 8  # max_steps ends the run first here
     checkpoint = tmp_path / "time.ckpt"
     trainer.save_checkpoint(checkpoint)
-    assert "Timer" in torch.load(checkpoint, weights_only=False)["callbacks"]
+    assert "Timer" in torch.load(checkpoint, weights_only=True)["callbacks"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
         import medzoo.lightning.trainer as trainer_module

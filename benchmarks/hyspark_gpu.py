@@ -32,6 +32,8 @@ from _harness import claim, compare, parse_args, peak_memory_mib, print_table, w
 
 RATIOS = (0.0, 0.5, 0.75, 0.9)
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+# The one device this check measures: every tensor, the model and autocast follow it.
+DEVICE = torch.device("cuda")
 
 
 def unavailable() -> str | None:
@@ -52,15 +54,15 @@ def check_equivalence(model, batch: int) -> list[dict]:
     model.mask_ratio = 0.75
     size = model.encoder.img_size
     generator = torch.Generator().manual_seed(0)
-    x = torch.rand(batch, 1, size, size, size, generator=generator).cuda()
-    cells = model.generate_mask(batch, "cuda", generator=generator)
+    x = torch.rand(batch, 1, size, size, size, generator=generator).to(DEVICE)
+    cells = model.generate_mask(batch, DEVICE, generator=generator)
     results = {}
     weights = None
     for backend in ("dense", "spconv"):
         x_in = x.clone().requires_grad_(True)
         maps = model.encoder.forward_features(x_in, cells, backend=backend)
         if weights is None:
-            weights = [torch.randn(m.shape, generator=generator).cuda() for m in maps]
+            weights = [torch.randn(m.shape, generator=generator).to(DEVICE) for m in maps]
         objective = sum((m * w).sum() for m, w in zip(maps, weights, strict=True))
         grads = torch.autograd.grad(objective, [x_in, *model.encoder.parameters()])
         results[backend] = ([m.detach() for m in maps], grads)
@@ -84,7 +86,7 @@ def encoder_case(model, x: torch.Tensor, backend: str, ratio: float, dtype: torc
     cells = model.generate_mask(x.shape[0], x.device, generator=torch.Generator().manual_seed(0))
 
     def step() -> None:
-        with torch.autocast("cuda", dtype=dtype):
+        with torch.autocast(DEVICE.type, dtype=dtype):
             maps = model.encoder.forward_features(x, cells, backend=backend)
             objective = sum(m.float().pow(2).mean() for m in maps)
         objective.backward()
@@ -96,14 +98,14 @@ def encoder_case(model, x: torch.Tensor, backend: str, ratio: float, dtype: torc
 def pretrain_case(model, x: torch.Tensor, backend: str, ratio: float, dtype: torch.dtype):
     cells_ratio = ratio
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.04)
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    scaler = torch.amp.GradScaler(DEVICE.type, enabled=dtype == torch.float16)
 
     def step() -> None:
         model.mask_ratio = cells_ratio
         model.encoder.backend = backend
         cells = model.generate_mask(x.shape[0], x.device, generator=torch.Generator().manual_seed(0))
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=dtype):
+        with torch.autocast(DEVICE.type, dtype=dtype):
             loss = model(x, cells).loss
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
@@ -123,7 +125,7 @@ def main() -> int:
     from hyspark.models import create_hyspark
 
     torch.manual_seed(0)
-    model = create_hyspark("paper", backend="dense", spconv_algorithm="auto").cuda()
+    model = create_hyspark("paper", backend="dense", spconv_algorithm="auto").to(DEVICE)
     batch = 2 if args.quick else 4
     ratios = (0.75,) if args.quick else RATIOS
     equivalence = check_equivalence(model, 2)
@@ -133,7 +135,7 @@ def main() -> int:
     print(f"spconv vs dense on CUDA, fp32: worst difference {worst:.2e} of each tensor's max ({verdict})")
 
     size = model.encoder.img_size
-    x = torch.rand(batch, 1, size, size, size, device="cuda")
+    x = torch.rand(batch, 1, size, size, size, device=DEVICE)
     rows, step_rows, claims = [], [], []
     for dtype_name, dtype in DTYPES.items():
         for kind, factory, table in (("encoder", encoder_case, rows), ("step", pretrain_case, step_rows)):
@@ -143,7 +145,7 @@ def main() -> int:
                 backend, ratio = name.split("@")
                 table.append(
                     {"dtype": dtype_name, "backend": backend, "mask": float(ratio),
-                     "s": times[name]["median_s"], "peak_mib": peak_memory_mib(fn, "cuda")}
+                     "s": times[name]["median_s"], "peak_mib": peak_memory_mib(fn, DEVICE.type)}
                 )  # fmt: skip
             for ratio in ratios:
                 at = {r["backend"]: r for r in table if r["dtype"] == dtype_name and r["mask"] == ratio}
@@ -160,7 +162,7 @@ def main() -> int:
                         "MiB",
                     )
                 )
-    print(f"HySparK on {torch.cuda.get_device_name()}, batch {batch}, median of {args.repeats}")
+    print(f"HySparK on {torch.cuda.get_device_name(DEVICE)}, batch {batch}, median of {args.repeats}")
     print_table(rows)
     print()
     print_table(step_rows)

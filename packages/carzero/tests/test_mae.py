@@ -31,7 +31,7 @@ def test_patchify_known_answer():
 
 
 def test_random_masking_keeps_a_quarter_per_sample():
-    keep, mask = random_masking(16, 3, 0.75, torch.Generator().manual_seed(0))
+    keep, mask = random_masking(3, 16, 0.75, generator=torch.Generator().manual_seed(0))
     assert keep.shape == (3, 4) and mask.sum(dim=1).tolist() == [12.0, 12.0, 12.0]
     for row in range(3):  # the kept indices are exactly the unmasked patches
         assert sorted(keep[row].tolist()) == torch.nonzero(mask[row] == 0).flatten().tolist()
@@ -61,7 +61,7 @@ def test_mae_loss_ignores_visible_patches_and_encoder_never_sees_masked_ones():
     assert loss.item() != pytest.approx(per_patch.mean().item(), rel=1e-3)
     # Changing the pixels of a masked patch changes neither the encoder's output nor the prediction of a
     # visible patch's neighbours through the encoder: the encoder only sees the kept patches.
-    keep, mask = random_masking(4, 2, 0.75, torch.Generator().manual_seed(5))
+    keep, mask = random_masking(2, 4, 0.75, generator=torch.Generator().manual_seed(5))
     masked_index = int(torch.nonzero(mask[0] == 1).flatten()[0])
     row, col = divmod(masked_index, 2)
     changed = images.clone()

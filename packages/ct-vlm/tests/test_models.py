@@ -61,9 +61,9 @@ def test_masked_patch_mse_hand_computed():
     target = torch.tensor([[[0.0, 0.0], [5.0, 5.0], [1.0, 1.0]]])
     mask = torch.tensor([[1.0, 0.0, 1.0]])  # patch 1 is visible: its huge error does not count
     # raw: patch 0 -> (1 + 1) / 2 = 1; patch 2 -> (4 + 0) / 2 = 2; mean over masked = 1.5
-    assert masked_patch_mse(prediction, target, mask, norm_pix_loss=False).item() == pytest.approx(1.5)
+    assert masked_patch_mse(prediction, target, mask, normalize_target=False).item() == pytest.approx(1.5)
     # normalised targets: [0, 0] -> [0, 0] (var 0), so patch 0 -> 1; [1, 1] -> [0, 0], patch 2 -> (9 + 1) / 2
-    assert masked_patch_mse(prediction, target, mask, norm_pix_loss=True).item() == pytest.approx(3.0)
+    assert masked_patch_mse(prediction, target, mask, normalize_target=True).item() == pytest.approx(3.0)
 
 
 def test_random_masking_keeps_a_quarter_and_the_mask_marks_the_rest():

@@ -12,6 +12,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from carzero.models.image_encoder import ImageEncoder, sincos_2d_position_embedding
+from medzoo.masking import masked_patch_loss, random_masking
 
 
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -23,48 +24,6 @@ def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
     x = images.reshape(batch, channels, rows, patch_size, cols, patch_size)
     x = x.permute(0, 2, 4, 3, 5, 1)  # (B, rows, cols, p, p, C)
     return x.reshape(batch, rows * cols, patch_size * patch_size * channels)
-
-
-def random_masking(
-    num_patches: int,
-    batch: int,
-    mask_ratio: float,
-    generator: torch.Generator | None = None,
-    device=None,
-    noise: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample random subset of patches to keep: the patches with the smallest `noise` (B, N) values
-    (default: uniform noise drawn from `generator`).
-
-    Returns:
-        keep (B, K) long indices of the visible patches (K = round(N (1 - mask_ratio)), at least 1), and
-        mask (B, N) float, 1 = masked (hidden from the encoder), 0 = visible.
-    """
-    keep_count = max(1, round(num_patches * (1.0 - mask_ratio)))
-    if noise is None:
-        noise = torch.rand(batch, num_patches, generator=generator, device=device)
-    keep = noise.argsort(dim=1)[:, :keep_count]
-    mask = torch.ones(batch, num_patches, device=device)
-    mask.scatter_(1, keep, 0.0)
-    return keep, mask
-
-
-def masked_patch_loss(
-    prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, normalize_target: bool = True
-) -> torch.Tensor:
-    """MAE's loss: mean squared error per patch, averaged over the MASKED patches only.
-
-    Args:
-        prediction, target: (B, N, P) reconstructed and true patch pixels.
-        mask: (B, N), 1 = masked (scored), 0 = visible (ignored).
-        normalize_target: normalise each target patch by its own mean and variance (MAE's norm_pix_loss).
-    """
-    if normalize_target:
-        mean = target.mean(dim=-1, keepdim=True)
-        var = target.var(dim=-1, keepdim=True)
-        target = (target - mean) / (var + 1e-6).sqrt()
-    per_patch = (prediction - target).pow(2).mean(dim=-1)  # (B, N)
-    return (per_patch * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 class MaskedAutoencoder(nn.Module):
@@ -158,7 +117,7 @@ class MaskedAutoencoder(nn.Module):
         """Loss, prediction and mask; `noise` (B, N) fixes which patches are kept (see `random_masking`)."""
         num_patches = self.encoder.vit.patch_embed.num_patches
         keep, mask = random_masking(
-            num_patches, len(images), self.mask_ratio, generator, images.device, noise
+            len(images), num_patches, self.mask_ratio, generator=generator, device=images.device, noise=noise
         )
         prediction = self.forward_decoder(self.forward_encoder(images, keep), keep, num_patches)
         target = patchify(images, self.patch_size)

@@ -9,41 +9,10 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from ct_vlm.models.vit3d import ViT3D, patchify
+from medzoo.masking import masked_patch_loss, random_masking
 
-
-def random_masking(
-    batch: int, num_patches: int, mask_ratio: float, device: torch.device | None = None, generator=None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw a random subset of tokens to keep per sample.
-
-    Returns:
-        keep (B, n_keep) long indices of the visible tokens (sorted), and mask (B, N) float, 1 = masked.
-        n_keep = round(N * (1 - mask_ratio)), at least 1.
-    """
-    n_keep = max(1, round(num_patches * (1.0 - mask_ratio)))
-    noise = torch.rand(batch, num_patches, generator=generator, device="cpu").to(device)
-    keep = noise.argsort(dim=1)[:, :n_keep].sort(dim=1).values
-    mask = torch.ones(batch, num_patches, device=device)
-    mask.scatter_(1, keep, 0.0)
-    return keep, mask
-
-
-def masked_patch_mse(
-    prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, norm_pix_loss: bool = True
-) -> torch.Tensor:
-    """The MAE loss: the MSE over the voxels of each patch, averaged over masked patches only.
-
-    Args:
-        prediction, target: (B, N, P) patches (target from :func:`patchify`).
-        mask: (B, N), 1 where the patch was masked.
-        norm_pix_loss: normalise each target patch by its own mean and variance (eps 1e-6), as MAE.
-    """
-    if norm_pix_loss:
-        mean = target.mean(dim=-1, keepdim=True)
-        var = target.var(dim=-1, keepdim=True)  # unbiased, as the MAE reference
-        target = (target - mean) / (var + 1e-6) ** 0.5
-    per_patch = (prediction - target).pow(2).mean(dim=-1)  # B, N
-    return (per_patch * mask).sum() / mask.sum().clamp(min=1.0)
+# The 0.1 name of the core's MAE loss, kept for callers of ct_vlm.models.
+masked_patch_mse = masked_patch_loss
 
 
 @dataclass
@@ -123,12 +92,12 @@ class MAE3D(nn.Module):
         b = volume.shape[0]
         if keep is None:
             keep, mask = random_masking(
-                b, self.encoder.num_patches, self.mask_ratio, volume.device, generator
+                b, self.encoder.num_patches, self.mask_ratio, generator=generator, device=volume.device
             )
         else:
             mask = torch.ones(b, self.encoder.num_patches, device=volume.device)
             mask.scatter_(1, keep, 0.0)
         prediction = self.forward_decoder(self.forward_encoder(volume, keep), keep)
         target = patchify(volume, self.encoder.patch_size)
-        loss = masked_patch_mse(prediction, target, mask, self.norm_pix_loss)
+        loss = masked_patch_loss(prediction, target, mask, self.norm_pix_loss)
         return MAEOutput(loss, prediction, mask)

@@ -346,48 +346,41 @@ class HybridAttentionNetwork(nn.Module):
 
 
 # Named configurations (timm-style): keyword arguments of HybridAttentionNetwork.
+_PAPER: dict[str, Any] = {
+    "num_landmarks": 19,
+    "widths": (64, 128, 320, 512, 1024),
+    "num_heads": (2, 4, 10, 16, 8),
+    "n_win": (16, 16, 16, 8, 8),
+    "topk": (1, 4, 8, 16, -2),
+    "mlp_ratios": (8, 8, 8, 4, 4),
+    "kv_per_win": 4,
+    "drop_path_rate": 0.1,
+    "global_lepe_on": "input",
+    "global_qkv_bias": False,
+    "patch_norm": False,
+    "shortcut_bias": False,
+    "neck_channels": 256,
+    "head_channels": 256,
+    "image_channels": 32,
+    "ffcm_image_downsample": "nearest",
+    "ffcm_align_corners": True,
+    "init": "reference",
+}
+
 MODEL_CONFIGS: dict[str, dict[str, Any]] = {
     # The authors' released code (ECNUACRush/HYATT-Net): widths 64-1024, heads 2-16 and 8 in the global
     # stage 5 (AttentionLePE is built without its head count), n_win 16,16,16,8,8, topk 1,4,8,16,global.
-    "paper": {
-        "num_landmarks": 19,
-        "widths": (64, 128, 320, 512, 1024),
-        "num_heads": (2, 4, 10, 16, 8),
-        "n_win": (16, 16, 16, 8, 8),
-        "topk": (1, 4, 8, 16, -2),
-        "mlp_ratios": (8, 8, 8, 4, 4),
-        "kv_per_win": 4,
-        "drop_path_rate": 0.1,
-        "global_lepe_on": "input",
-        "global_qkv_bias": False,
-        "patch_norm": False,
-        "shortcut_bias": False,
-        "neck_channels": 256,
-        "head_channels": 256,
-        "image_channels": 32,
-        "ffcm_image_downsample": "nearest",
-        "ffcm_align_corners": True,
-        "init": "reference",
-    },
+    "paper": _PAPER,
     # What han-landmark 0.1-0.2 built from the paper's text before the code was released: 32 heads at
     # stage 5 (head_dim 32 everywhere), q/k/v bias and LePE on V there, BatchNorm in the patch embedding,
     # bilinear image downsample and align_corners=False in FFCM, a CAB shortcut bias, Kaiming init.
     "paper_notes": {
-        "num_landmarks": 19,
-        "widths": (64, 128, 320, 512, 1024),
+        **_PAPER,
         "num_heads": (2, 4, 10, 16, 32),
-        "n_win": (16, 16, 16, 8, 8),
-        "topk": (1, 4, 8, 16, -2),
-        "mlp_ratios": (8, 8, 8, 4, 4),
-        "kv_per_win": 4,
-        "drop_path_rate": 0.1,
         "global_lepe_on": "value",
         "global_qkv_bias": True,
         "patch_norm": True,
         "shortcut_bias": True,
-        "neck_channels": 256,
-        "head_channels": 256,
-        "image_channels": 32,
         "ffcm_image_downsample": "bilinear",
         "ffcm_align_corners": False,
         "init": "kaiming",

@@ -300,18 +300,20 @@ def reference_fusion(fusion, memory, queries, padding=None, need_weights=False):
     return (logits, maps) if need_weights else logits
 
 
-def perturbed_fusion(dim=64, depth=2, heads=4, head="linear"):
+def perturbed_fusion(dim=64, depth=2, heads=4, head="linear", side="auto"):
     torch.manual_seed(0)
     fusion = SimilarityRepresentation(dim, depth, heads, 2 * dim, dropout=0.1, head=head).eval()
     with torch.no_grad():  # away from the init (zero biases, shared LayerNorm at identity)
         for parameter in fusion.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
+    for layer in fusion.layers:
+        layer.attention_side = side
     return fusion
 
 
-@pytest.mark.parametrize("head", ["linear", "mlp"])
-def test_fusion_equals_the_reference_implementation(head):
-    fusion = perturbed_fusion(head=head)
+@pytest.mark.parametrize(("head", "side"), [("linear", "auto"), ("mlp", "memory"), ("linear", "query")])
+def test_fusion_equals_the_reference_implementation(head, side):
+    fusion = perturbed_fusion(head=head, side=side)
     memory, queries = torch.randn(6, 11, 64), torch.randn(9, 64)
     padding = torch.zeros(6, 11, dtype=torch.bool)
     padding[2, 5:], padding[4, 1:] = True, True
@@ -336,8 +338,30 @@ def test_fusion_equals_the_reference_implementation(head):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_attention_maps_equal_multihead_attention_weights(tiny_parts):
-    fusion = perturbed_fusion()
+def test_query_side_is_chosen_where_it_needs_fewer_operations():
+    layer = SimilarityRepresentation(768, 1, 4, 1024).layers[0]  # the paper's width and heads
+    # B x B training pairs at B = 64: the image memory (197 tokens) is longer than the 64 queries per image
+    assert layer.query_side_is_cheaper(shared_queries=False, num_queries=64, memory_length=197)
+    assert layer.query_side_is_cheaper(shared_queries=True, num_queries=64, memory_length=197)
+    # zero-shot with C = 192 prompts on an image, and B = 256 training pairs: the memory side
+    assert not layer.query_side_is_cheaper(shared_queries=False, num_queries=192, memory_length=197)
+    assert not layer.query_side_is_cheaper(shared_queries=False, num_queries=256, memory_length=197)
+
+
+@pytest.mark.parametrize("side", ["memory", "query"])
+def test_dropped_attention_weights_drop_the_value_bias_too(side):
+    # Known answer: with attention dropout 1 every weight is dropped, so the attention's output before the
+    # output projection is 0 (the values' bias included) and the layer returns out_proj's bias.
+    layer = perturbed_fusion(side=side).layers[0].train()
+    layer.cross_attention.dropout = 1.0
+    memory, queries = torch.randn(3, 7, 64), torch.randn(3, 5, 64)
+    attended, _ = layer.attend(queries, memory, return_attention=True)  # explicit softmax on both sides
+    torch.testing.assert_close(attended, layer.cross_attention.out_proj.bias.expand(3, 5, 64))
+
+
+@pytest.mark.parametrize("side", ["memory", "query"])
+def test_attention_maps_equal_multihead_attention_weights(tiny_parts, side):
+    fusion = perturbed_fusion(side=side)
     memory, queries = torch.randn(3, 7, 64), torch.randn(4, 64)
     padding = torch.zeros(3, 7, dtype=torch.bool)
     padding[1, 4:] = True

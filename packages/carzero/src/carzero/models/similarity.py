@@ -9,6 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# Keys/values projected from the memory cost 4 M D^2 per memory and layer; folding W_k into the queries and
+# W_v after the attention-weighted sum costs 4 Q D^2 plus attention at the full width instead (see
+# `CrossAttentionLayer.attend`). The query side is used when its FLOP count is this many times smaller: a
+# margin measured on one CPU (benchmarks/carzero.py); at equal FLOPs the one big projection is faster.
+QUERY_SIDE_MARGIN = 1.25
+
 
 class CrossAttentionLayer(nn.Module):
     """One pre-norm decoder layer WITHOUT self-attention.
@@ -17,12 +23,15 @@ class CrossAttentionLayer(nn.Module):
     FFN = Linear-ReLU-Linear.
     Queries never attend to each other, so every query is scored independently of the others.
 
-    The attention keeps one (B, Q, D) layout throughout and runs `scaled_dot_product_attention` on head views;
-    its parameters are those of an `nn.MultiheadAttention` (`cross_attention.in_proj_*`, `out_proj`), so
-    checkpoints of earlier versions load unchanged.
+    The attention keeps one (B, Q, D) layout throughout; its parameters are those of an
+    `nn.MultiheadAttention` (`cross_attention.in_proj_*`, `out_proj`), so checkpoints of earlier versions load
+    unchanged. It is computed in one of two algebraically equal ways, whichever needs fewer operations
+    (`attend`): keys and values projected from the memory (`scaled_dot_product_attention` on head views), or
+    the key and value projections moved onto the queries' side.
 
-    Input: queries (B, Q, D), memory (B, M, D) (already normalised by the shared LayerNorm),
-    optional memory_padding_mask (B, M) bool, True = ignore.
+    Input: queries (Bq, Q, D) with Bq = B, or Bq = 1 for queries shared by every memory (the first layer);
+    memory (B, M, D) (already normalised by the shared LayerNorm); optional memory_padding_mask (B, M) bool,
+    True = ignore.
     Output: (B, Q, D); with ``return_attention`` also the attention weights (B, heads, Q, M).
     """
 
@@ -37,6 +46,7 @@ class CrossAttentionLayer(nn.Module):
         )
         self.dropout_ffn = nn.Dropout(dropout)
         self.num_heads = num_heads
+        self.attention_side = "auto"  # see `attend`
 
     def keys_values(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, M, D) memory -> keys and values as (B, heads, M, D/heads) views of one projection."""
@@ -46,7 +56,43 @@ class CrossAttentionLayer(nn.Module):
         kv = kv.view(batch, length, 2, self.num_heads, dim // self.num_heads)
         return kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
 
+    def query_side_is_cheaper(self, shared_queries: bool, num_queries: int, memory_length: int) -> bool:
+        """Whether `attend_query_side` needs fewer FLOPs per memory than projecting the memory's keys/values.
+
+        Memory side: K/V projection 4 M D^2 + attention 4 Q M D. Query side: W_k on the queries 2 Q D^2 (once
+        for all memories when they share the queries), W_v after the weighted sum 2 Q D^2, attention at the
+        full width 4 heads Q M D.
+        """
+        dim, queries, length = self.cross_attention.embed_dim, num_queries, memory_length
+        memory_side = 4 * length * dim * dim + 4 * queries * length * dim
+        query_side = 2 * queries * dim * dim * (0 if shared_queries else 1) + 2 * queries * dim * dim
+        query_side += 4 * self.num_heads * queries * length * dim
+        return QUERY_SIDE_MARGIN * query_side < memory_side
+
     def attend(
+        self,
+        queries: torch.Tensor,
+        memory: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        return_attention: bool = False,
+        keys_values: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Multi-head attention of (Bq, Q, D) queries over (B, M, D) memory -> (B, Q, D), weights or None.
+
+        ``mask`` (B, M) bool, True = ignore. With ``keys_values`` (from `keys_values(memory)`) the memory side
+        is used; otherwise ``self.attention_side``: "auto" (default) takes the side with fewer FLOPs
+        (`query_side_is_cheaper`), "memory" or "query" force one (the two are equal up to rounding).
+        """
+        side = self.attention_side
+        if side == "auto" and keys_values is None:
+            cheaper = self.query_side_is_cheaper(queries.shape[0] == 1, queries.shape[1], memory.shape[1])
+            side = "query" if cheaper else "memory"
+        if side == "query" and keys_values is None:
+            return self.attend_query_side(queries, memory, mask, return_attention)
+        keys, values = self.keys_values(memory) if keys_values is None else keys_values
+        return self.attend_memory_side(queries, keys, values, mask, return_attention)
+
+    def attend_memory_side(
         self,
         queries: torch.Tensor,
         keys: torch.Tensor,
@@ -54,23 +100,71 @@ class CrossAttentionLayer(nn.Module):
         mask: torch.Tensor | None = None,
         return_attention: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Multi-head attention of (B, Q, D) queries over (B, heads, M, dh) keys/values -> (B, Q, D)."""
-        batch, length, dim = queries.shape
+        """softmax(q k^T / sqrt(dh)) v on (B, heads, M, dh) keys/values projected from the memory."""
         attention = self.cross_attention
+        batch, _, _, head_dim = keys.shape
+        dim = queries.shape[-1]
         q = F.linear(queries, attention.in_proj_weight[:dim], attention.in_proj_bias[:dim])
-        q = q.view(batch, length, self.num_heads, dim // self.num_heads).transpose(1, 2)  # (B, h, Q, dh)
+        q = q.view(queries.shape[0], -1, self.num_heads, head_dim).transpose(1, 2)  # (Bq, h, Q, dh)
+        q = q.expand(batch, -1, -1, -1)  # shared queries: a view, not a copy
+        keep = None if mask is None else ~mask[:, None, None, :]
         dropout = attention.dropout if self.training else 0.0
         weights = None
         if return_attention:  # explicit softmax: the weights are needed for the maps
-            logits = q @ keys.transpose(-2, -1) / math.sqrt(q.shape[-1])
-            if mask is not None:
-                logits = logits.masked_fill(~mask, float("-inf"))
+            logits = q @ keys.transpose(-2, -1) / math.sqrt(head_dim)
+            if keep is not None:
+                logits = logits.masked_fill(~keep, float("-inf"))
             weights = logits.softmax(dim=-1)  # (B, h, Q, M)
             out = F.dropout(weights, dropout, self.training) @ values
         else:
-            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=dropout)
-        out = out.transpose(1, 2).reshape(batch, length, dim)
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=keep, dropout_p=dropout)
+        out = out.transpose(1, 2).reshape(batch, -1, dim)
         return attention.out_proj(out), weights
+
+    def attend_query_side(
+        self,
+        queries: torch.Tensor,
+        memory: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        return_attention: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The same attention with the key and value projections moved onto the queries' side, per head h:
+
+        q_h k_h^T = (q_h W_k,h) m^T + q_h b_k,h, and the last term is the same for every key of a query, so
+        softmax drops it; P_h v_h = (P_h m) W_v,h^T + rowsum(P_h) b_v,h. No (B, M, D) projection is made,
+        which pays when there are fewer queries per memory than memory tokens (B x B training pairs).
+        """
+        attention = self.cross_attention
+        batch, length, dim = memory.shape
+        head_dim = dim // self.num_heads
+        weight, bias = attention.in_proj_weight, attention.in_proj_bias
+        key_weight = weight[dim : 2 * dim] / math.sqrt(head_dim)  # the 1/sqrt(dh) scale, on D x D numbers
+        value_weight, value_bias = weight[2 * dim :], bias[2 * dim :]
+        q = F.linear(queries, weight[:dim], bias[:dim])  # (Bq, Q, D)
+        dropout = attention.dropout if self.training else 0.0
+        outputs, maps = [], []
+        for head in range(self.num_heads):
+            part = slice(head * head_dim, (head + 1) * head_dim)
+            q_memory = q[..., part] @ key_weight[part]  # (Bq, Q, D): the query in memory space
+            if queries.shape[0] == 1:  # shared queries: one (B M, D) x (D, Q) product
+                logits = (memory.reshape(-1, dim) @ q_memory[0].t()).view(batch, length, -1).transpose(1, 2)
+            else:
+                logits = q_memory @ memory.transpose(1, 2)  # (B, Q, M)
+            if mask is not None:
+                logits = logits.masked_fill(mask[:, None, :], float("-inf"))
+            weights = logits.softmax(dim=-1)
+            if return_attention:
+                maps.append(weights)
+            weights = F.dropout(weights, dropout, self.training)
+            out = (weights @ memory) @ value_weight[part].t()  # (B, Q, dh)
+            if dropout:  # dropped weights no longer sum to 1
+                out = out + weights.sum(-1, keepdim=True) * value_bias[part]
+            outputs.append(out)
+        out_weight, out_bias = attention.out_proj.weight, attention.out_proj.bias
+        if not dropout:  # rows of weights sum to 1: the values' bias passes through out_proj as one vector
+            out_bias = out_bias + out_weight @ value_bias
+        attended = F.linear(torch.cat(outputs, dim=-1), out_weight, out_bias)
+        return attended, torch.stack(maps, dim=1) if return_attention else None
 
     def forward(
         self,
@@ -80,10 +174,9 @@ class CrossAttentionLayer(nn.Module):
         return_attention: bool = False,
         keys_values: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        keys, values = self.keys_values(memory) if keys_values is None else keys_values
-        mask = None if memory_padding_mask is None else ~memory_padding_mask[:, None, None, :]
-        attended, weights = self.attend(self.norm_attention(queries), keys, values, mask, return_attention)
-        queries = queries + self.dropout_attention(attended)
+        normed = self.norm_attention(queries)
+        attended, weights = self.attend(normed, memory, memory_padding_mask, return_attention, keys_values)
+        queries = queries + self.dropout_attention(attended)  # (B, Q, D), also from shared (1, Q, D) queries
         queries = queries + self.dropout_ffn(self.ffn(self.norm_ffn(queries)))
         return (queries, weights) if return_attention else queries
 
@@ -172,7 +265,8 @@ class SimilarityRepresentation(nn.Module):
         """
         if keys_values is None:
             memory = self.shared_norm(memory)
-        tokens = self.shared_norm(queries).unsqueeze(0).expand(memory.shape[0], -1, -1)  # (B, Q, D)
+        # (1, Q, D): the first layer computes what depends on the queries alone once for all B memories
+        tokens = self.shared_norm(queries).unsqueeze(0)
         maps = []
         for index, layer in enumerate(self.layers):
             cached = None if keys_values is None else keys_values[index]
@@ -181,7 +275,7 @@ class SimilarityRepresentation(nn.Module):
                 maps.append(weights)
             else:
                 tokens = layer(tokens, memory, memory_padding_mask, keys_values=cached)
-        decoded = self.shared_norm(tokens)
+        decoded = self.shared_norm(tokens).expand(memory.shape[0], -1, -1)  # (B, Q, D)
         return (decoded, maps) if return_attention else decoded
 
     def forward(

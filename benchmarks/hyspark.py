@@ -24,9 +24,18 @@ backward) in fp32, bf16 autocast and channels_last_3d: the decoder's dominant co
 writes ``benchmarks/results/hyspark_conv.json``.
 ``--paper-memory-only``: only peak memory (no timing) at 96^3, mask .75: the encoder forward + backward and
 the whole step, dense against spconv; writes ``benchmarks/results/hyspark_paper_memory.json``.
-``--paper-step-only [--step-size=N]``: only the ``paper`` network's step (dense, spconv, and the decoder in
-channels_last_3d in fp32 and bf16) and its FLOP floor, at N^3 crops (default 96), for a
-machine where the whole run takes too long; writes ``benchmarks/results/hyspark_paper_step[_N].json``.
+``--paper-step-only [--step-size=N]``: only the ``paper`` network's step and its FLOP floor, at N^3 crops
+(default 96), for a machine where the whole run takes too long: the 0.2.0 dense step (the baseline), the 0.3.0
+default (decoder in channels_last_3d), and the 0.4.0 default (decoder's transposed convolutions and head as
+matrix products, the encoder blocks' per-voxel layers as matrix products) with the dense and the spconv
+encoder, fp32, and the 0.4.0 dense step under bf16 autocast; writes
+``benchmarks/results/hyspark_paper_step[_N].json``.
+
+The earlier steps are rebuilt in this run from the current code, with the same weights:
+``matmul_decoder=False`` (and ``channels_last_decoder=False`` for 0.2.0) gives their decoder, and
+:func:`plain_block_forward` (the MedNeXt block's forward up to 0.3.0: norm and 1x1 convolutions as ``nn``
+modules) their encoder blocks. One difference remains: the stem's output is converted to channels_last_3d in
+the encoder, a copy that the 0.3.0 code made in its first block instead.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE] + [str(H
 
 import copy  # noqa: E402
 import re  # noqa: E402
+import types  # noqa: E402
 
 import torch  # noqa: E402
 from _harness import claim, compare, parse_args, peak_memory_mib, print_table, write_results  # noqa: E402
@@ -91,11 +101,28 @@ def pretrain_step(model, x: torch.Tensor, backend: str, autocast: bool = False, 
     return step
 
 
-def channels_last_decoder(model):
-    """A copy of ``model`` whose densify projections and decoder hold channels_last_3d weights."""
+def plain_block_forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``MedNeXtBlock.forward`` up to hyspark 0.3.0 (the baseline's encoder blocks): the channels-first norm
+    and the 1x1 convolutions as ``nn`` modules (a 1x1 ``nn.Conv3d`` runs slow_conv3d on CPU)."""
+    y = self.depthwise(x.contiguous(memory_format=torch.channels_last_3d))
+    y = self.compress(self.act(self.expand(self.norm(y))))
+    y = x + y
+    return y if mask is None else y * mask
+
+
+def earlier_step_model(model, version: str):
+    """A copy of a 0.4.0 ``model`` (same weights) that computes as hyspark ``version`` ("0.2.0" | "0.3.0")."""
+    from hyspark.models.encoder import MedNeXtBlock
+
     other = copy.deepcopy(model)
-    other.decoder.to(memory_format=torch.channels_last_3d)
-    other.densify_projs.to(memory_format=torch.channels_last_3d)
+    for module in other.modules():
+        if isinstance(module, MedNeXtBlock):
+            module.forward = types.MethodType(plain_block_forward, module)
+        if hasattr(module, "matmul"):
+            module.matmul = False
+    if version == "0.2.0":
+        other.decoder.to(memory_format=torch.contiguous_format)
+        other.densify_projs.to(memory_format=torch.contiguous_format)
     return other
 
 
@@ -241,56 +268,55 @@ def main() -> None:
     sizes = ["paper"] if step_only else ["tiny"] if args.quick else ["tiny", "paper"]
     for size in sizes:
         torch.manual_seed(0)
-        # The 0.2.0 model (decoder in the default memory format) is the baseline of every ratio.
         overrides = {"img_size": step_size} if step_only else {}
-        model = create_hyspark(size, channels_last_decoder=False, **overrides).to(device)
+        model = create_hyspark(size, **overrides).to(device)  # the 0.4.0 default
+        # The 0.2.0 step (same weights; decoder in the default memory format, nn modules) is the baseline.
+        base = earlier_step_model(model, "0.2.0")
         s = model.encoder.img_size
         x = torch.rand(1, 1, s, s, s, device=device)
         if not step_only:
             encoder_table(model, x, backends, args.repeats, device, rows, claims)
-        step_cases = {"dense": pretrain_step(model, x, "dense")}
+        step_cases = {
+            "dense": pretrain_step(base, x, "dense"),
+            "dense-0.3.0": pretrain_step(earlier_step_model(model, "0.3.0"), x, "dense"),
+            "dense-0.4.0": pretrain_step(model, x, "dense"),
+        }
         if "spconv" in backends:
-            step_cases["spconv"] = pretrain_step(model, x, "spconv")
+            step_cases["spconv-0.4.0"] = pretrain_step(model, x, "spconv")
+        step_cases["dense-bf16-0.4.0"] = pretrain_step(model, x, "dense", autocast=True)
         if not step_only:
-            step_cases["dense-bf16"] = pretrain_step(model, x, "dense", autocast=True)
-        model_cl = channels_last_decoder(model)
-        step_cases["dense-channels_last_decoder"] = pretrain_step(model_cl, x, "dense")
-        step_cases["dense-bf16-channels_last_decoder"] = pretrain_step(model_cl, x, "dense", autocast=True)
-        if not step_only:
-            step_cases["plain"] = pretrain_step(model, x, "dense", plain=True)
+            step_cases["plain-0.4.0"] = pretrain_step(model, x, "dense", plain=True)
         step_times = compare(step_cases, args.repeats)
         baseline = step_times["dense"]["median_s"]
         for name, fn in step_cases.items():
             seconds = step_times[name]["median_s"]
             steps.append(
                 {"size": f"{s}^3", "case": name, "s": seconds, "this_over_dense": seconds / baseline,
-                 "peak_mib": peak_memory_mib(fn, device.type)}
+                 "times_s": step_times[name]["times_s"], "peak_mib": peak_memory_mib(fn, device.type)}
             )  # fmt: skip
         at = {r["case"]: r for r in steps if r["size"] == f"{s}^3"}
-        for name in (
-            "spconv",
-            "dense-bf16",
-            "dense-channels_last_decoder",
-            "dense-bf16-channels_last_decoder",
-        ):
+        for name in ("dense-0.3.0", "dense-0.4.0", "spconv-0.4.0", "dense-bf16-0.4.0"):
             if name in at:
-                label = f"pre-training step, {name} vs dense fp32 ({s}^3, mask .75, batch 1)"
+                label = f"pre-training step, {name} vs the 0.2.0 dense fp32 step ({s}^3, mask .75, batch 1)"
                 claims.append(claim(label + " time", "dense", name, at["dense"]["s"], at[name]["s"], "s"))
-        if "spconv" in at:
-            label = f"pre-training step, spconv vs dense fp32 ({s}^3, mask .75, batch 1) memory"
+        if "spconv-0.4.0" in at:
+            label = f"pre-training step, spconv-0.4.0 vs the 0.2.0 dense fp32 step ({s}^3, mask .75) memory"
             claims.append(
-                claim(label, "dense", "spconv", at["dense"]["peak_mib"], at["spconv"]["peak_mib"], "MiB")
-            )
-        flops = step_flops(model, x)
+                claim(label, "dense", "spconv-0.4.0", at["dense"]["peak_mib"], at["spconv-0.4.0"]["peak_mib"],
+                      "MiB")
+            )  # fmt: skip
+        flops = step_flops(base, x)
         sparse_floor_flops = flops["total"] - 0.75 * flops["encoder_cnn"]
         tera = {k: v / 1e12 for k, v in flops.items()}
         floor_dense, floor_sparse = flops["total"] / 1e9 / gflops, sparse_floor_flops / 1e9 / gflops
+        best_fp32 = min((k for k in at if "bf16" not in k and "plain" not in k), key=lambda k: at[k]["s"])
         floors.append(
             {"size": f"{s}^3", "step_tflop": tera["total"], "encoder_cnn_tflop": tera["encoder_cnn"],
              "vit_tflop": tera["vit"], "decoder_tflop": tera["decoder_and_densify"],
              "floor_dense_s": floor_dense, "floor_sparse_encoder_s": floor_sparse,
              "dense_step_over_floor": baseline / floor_dense,
-             "best_step_over_sparse_floor": min(at[k]["s"] for k in at) / floor_sparse}
+             "best_fp32_step": best_fp32, "best_fp32_step_over_dense": at[best_fp32]["this_over_dense"],
+             "best_fp32_step_over_sparse_floor": at[best_fp32]["s"] / floor_sparse}
         )  # fmt: skip
     if rows:
         print(f"HySparK encoder fwd+bwd, batch 1, {device}, {args.threads} threads, median of {args.repeats}")

@@ -14,8 +14,8 @@ from hyspark.models import (
     spconv_available,
     unpatchify,
 )
-from hyspark.models.encoder import upsample_cells
-from hyspark.models.hyspark import normalize_patches
+from hyspark.models.encoder import MedNeXtBlock, upsample_cells
+from hyspark.models.hyspark import MatmulConvTranspose3d, PointwiseConv3d, normalize_patches
 from hyspark.models.sparse import select_conv_algorithm
 
 needs_spconv = pytest.mark.skipif(not spconv_available(), reason="spconv is not installed (hyspark[cuda])")
@@ -339,3 +339,85 @@ def test_channels_last_decoder_computes_the_same_function():
     a, b = default_format(x, cells), channels_last(x, cells)
     torch.testing.assert_close(b.reconstruction, a.reconstruction, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(b.loss, a.loss, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+def test_matmul_transposed_convolution_equals_conv_transpose3d(channels_last, bias):
+    torch.manual_seed(0)
+    plain = torch.nn.ConvTranspose3d(6, 5, 2, stride=2, bias=bias).double()
+    fast = MatmulConvTranspose3d(6, 5).double()
+    if not bias:
+        fast.bias = None
+    fast.load_state_dict(plain.state_dict(), strict=True)
+    x = torch.randn(2, 6, 3, 4, 5, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    x_plain, x_fast = x.clone().requires_grad_(), x.clone().requires_grad_()
+    a, b = plain(x_plain), fast(x_fast)
+    assert b.shape == a.shape == (2, 5, 6, 8, 10)
+    torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+    grad = torch.randn_like(a)
+    a.backward(grad)
+    b.backward(grad)
+    torch.testing.assert_close(x_fast.grad, x_plain.grad, rtol=1e-12, atol=1e-12)
+    for p, q in zip(plain.parameters(), fast.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_pointwise_head_equals_conv3d():
+    torch.manual_seed(0)
+    plain = torch.nn.Conv3d(7, 1, 1).double()
+    fast = PointwiseConv3d(7, 1).double()
+    fast.load_state_dict(plain.state_dict(), strict=True)
+    x = torch.randn(2, 7, 4, 5, 6, dtype=torch.float64).contiguous(memory_format=torch.channels_last_3d)
+    x_plain, x_fast = x.clone().requires_grad_(), x.clone().requires_grad_()
+    a, b = plain(x_plain), fast(x_fast)
+    torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+    grad = torch.randn_like(a)
+    a.backward(grad)
+    b.backward(grad)
+    torch.testing.assert_close(x_fast.grad, x_plain.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fast.weight.grad, plain.weight.grad, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("channels_last_decoder", [False, True])
+def test_matmul_decoder_computes_the_same_step(channels_last_decoder):
+    """The whole pre-training step, forward and every gradient, against the plain ``nn`` decoder."""
+    torch.manual_seed(0)
+    plain = create_hyspark("tiny", channels_last_decoder=channels_last_decoder, matmul_decoder=False).double()
+    fast = create_hyspark("tiny", channels_last_decoder=channels_last_decoder).double()
+    assert isinstance(fast.decoder.up[0][0], MatmulConvTranspose3d) and fast.decoder.up[0][0].matmul
+    assert list(fast.state_dict()) == list(plain.state_dict())  # the same keys: checkpoints load either way
+    fast.load_state_dict(plain.state_dict(), strict=True)
+    x = torch.rand(2, 1, 32, 32, 32, dtype=torch.float64)
+    cells = plain.generate_mask(2, generator=torch.Generator().manual_seed(1))
+    a, b = plain(x, cells), fast(x, cells)
+    torch.testing.assert_close(b.reconstruction, a.reconstruction, rtol=1e-10, atol=1e-12)
+    a.loss.backward()
+    b.loss.backward()
+    for (name, p), q in zip(plain.named_parameters(), fast.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-9, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_mednext_block_equals_its_modules_composed(masked):
+    """The dense block's per-voxel path (norm and 1x1 convolutions as matrix products on the channels-last
+    view) against the plain composition of its own modules, forward and gradients."""
+    torch.manual_seed(0)
+    block = MedNeXtBlock(6, expansion=3).double()
+    x = torch.randn(2, 6, 5, 6, 7, dtype=torch.float64)
+    mask = (torch.rand(2, 1, 5, 6, 7) > 0.5).double() if masked else None
+
+    def composed(inp):
+        y = inp + block.compress(block.act(block.expand(block.norm(block.depthwise(inp)))))
+        return y if mask is None else y * mask
+
+    x_ref, x_fast = x.clone().requires_grad_(), x.clone().requires_grad_()
+    a = composed(x_ref)
+    grads_ref = torch.autograd.grad(a, [x_ref, *block.parameters()], torch.ones_like(a) * 0.3 + a.detach())
+    b = block(x_fast, mask)
+    grads = torch.autograd.grad(b, [x_fast, *block.parameters()], torch.ones_like(b) * 0.3 + b.detach())
+    torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-12)

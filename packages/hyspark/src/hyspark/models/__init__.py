@@ -67,15 +67,16 @@ def create_hyspark(
     use_finest_skip: bool = False,
     spconv_algorithm: str = "auto",
     channels_last_decoder: bool = True,
+    matmul_decoder: bool = True,
     **overrides: Any,
 ) -> HySparK:
     """The pre-training model for a named configuration (encoder arguments as :class:`HybridEncoder`,
-    ``channels_last_decoder`` as :class:`HySparK`)."""
+    ``channels_last_decoder`` and ``matmul_decoder`` as :class:`HySparK`)."""
     config = model_config(name, **overrides)
     encoder = create_encoder(name, backend, spconv_algorithm, **overrides)
     return HySparK(
         encoder, mask_ratio, config["decoder_width"], use_finest_skip,
-        channels_last_decoder=channels_last_decoder,
+        channels_last_decoder=channels_last_decoder, matmul_decoder=matmul_decoder,
     )  # fmt: skip
 
 

@@ -67,8 +67,14 @@ class MedNeXtBlock(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         # channels-last: CPU depthwise 3D convolution is ~5x faster there (oneDNN instead of slow_conv3d).
         y = self.depthwise(x.contiguous(memory_format=torch.channels_last_3d))
-        y = self.compress(self.act(self.expand(self.norm(y))))
-        y = x + y
+        # The norm and the 1x1 convolutions act per voxel: computed on the (B, D, H, W, C) view, which is
+        # contiguous in channels_last_3d, as matrix products. (nn.Conv3d runs a 1x1 convolution through
+        # slow_conv3d on CPU and hands back the default memory format, so each block copied its maps.)
+        y = y.permute(0, 2, 3, 4, 1)
+        y = F.layer_norm(y, self.norm.normalized_shape, self.norm.weight, self.norm.bias, self.norm.eps)
+        y = F.linear(y, self.expand.weight.flatten(1), self.expand.bias)
+        y = F.linear(self.act(y), self.compress.weight.flatten(1), self.compress.bias)
+        y = x + y.permute(0, 4, 1, 2, 3)
         # Masked sites got values from active neighbours (depthwise conv) and from the norm's bias: re-mask.
         return y if mask is None else y * mask
 
@@ -252,7 +258,9 @@ class HybridEncoder(nn.Module):
         if active_cells is not None:
             masks = [upsample_cells(active_cells, 16 >> i).to(x.dtype) for i in range(5)]
             x = x * masks[0]  # masked voxels never enter, whatever their values
-        x = self.stem(x)
+        # channels_last_3d from the stem on: every later layer keeps it (oneDNN runs the depthwise and 3x3
+        # convolutions faster there), so the blocks make no format copies, forward or backward.
+        x = self.stem(x).contiguous(memory_format=torch.channels_last_3d)
         if masks[0] is not None:
             x = x * masks[0]
         maps = []

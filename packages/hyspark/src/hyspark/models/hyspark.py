@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hyspark.models.encoder import HybridEncoder, upsample_cells
@@ -55,6 +56,52 @@ def masked_patch_mse(prediction: Tensor, target: Tensor, active_cells: Tensor, p
     return per_patch.sum() / masked.sum().clamp_min(1.0)
 
 
+class MatmulConvTranspose3d(nn.ConvTranspose3d):
+    """``nn.ConvTranspose3d(cin, cout, 2, stride=2)`` computed as one matrix product and a pixel shuffle.
+
+    With kernel = stride = 2 the output blocks do not overlap: each input voxel writes its own 2x2x2 block,
+    ``x (N, cin) @ W (cin, cout * 8)`` reshaped. The same function, parameters and state-dict keys; oneDNN
+    runs the transposed convolution several times slower than this matrix product on CPU. The output is in
+    ``channels_last_3d`` memory format. ``matmul=False`` runs :class:`torch.nn.ConvTranspose3d`.
+    """
+
+    def __init__(self, cin: int, cout: int, matmul: bool = True) -> None:
+        super().__init__(cin, cout, 2, stride=2)
+        self.matmul = matmul
+
+    def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
+        if not self.matmul or output_size is not None or x.dim() != 5:
+            return super().forward(x, output_size)
+        b, cin, d, h, w = x.shape
+        cout = self.out_channels
+        rows = x.permute(0, 2, 3, 4, 1).reshape(-1, cin)  # free for a channels_last_3d input
+        # (cin, cout, 2, 2, 2) -> columns (a, b, c, cout): output channels innermost, so that the shuffle
+        # below and its backward copy contiguous runs of cout values.
+        weight = self.weight.permute(0, 2, 3, 4, 1).reshape(cin, 8 * cout)
+        bias = self.bias
+        out = torch.mm(rows, weight) if bias is None else torch.addmm(bias.repeat(8), rows, weight)
+        out = out.view(b, d, h, w, 2, 2, 2, cout).permute(0, 1, 4, 2, 5, 3, 6, 7)
+        return out.reshape(b, 2 * d, 2 * h, 2 * w, cout).permute(0, 4, 1, 2, 3)
+
+
+class PointwiseConv3d(nn.Conv3d):
+    """``nn.Conv3d(cin, cout, 1)`` computed as ``F.linear`` over the channels of a channels-last view.
+
+    The same function and keys; it avoids the copy to the default memory format that a 1x1 convolution to
+    one channel makes of a ``channels_last_3d`` input (and its backward). ``matmul=False`` runs
+    :class:`torch.nn.Conv3d`.
+    """
+
+    def __init__(self, cin: int, cout: int, matmul: bool = True) -> None:
+        super().__init__(cin, cout, 1)
+        self.matmul = matmul
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.matmul or x.dim() != 5:
+            return super().forward(x)
+        return F.linear(x.permute(0, 2, 3, 4, 1), self.weight.flatten(1), self.bias).permute(0, 4, 1, 2, 3)
+
+
 class ConvBNReLU(nn.Sequential):
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__(nn.Conv3d(cin, cout, 3, padding=1), nn.BatchNorm3d(cout), nn.ReLU(inplace=True))
@@ -63,9 +110,9 @@ class ConvBNReLU(nn.Sequential):
 class UpsampleBlock(nn.Sequential):
     """ConvTranspose x2, then (conv3x3-BN-ReLU) x2 from ``cin`` to ``cout`` channels."""
 
-    def __init__(self, cin: int, cout: int) -> None:
+    def __init__(self, cin: int, cout: int, matmul: bool = True) -> None:
         super().__init__(
-            nn.ConvTranspose3d(cin, cin, 2, stride=2), ConvBNReLU(cin, cout), ConvBNReLU(cout, cout)
+            MatmulConvTranspose3d(cin, cin, matmul), ConvBNReLU(cin, cout), ConvBNReLU(cout, cout)
         )
 
 
@@ -81,16 +128,20 @@ class LightDecoder(nn.Module):
 
     ``levels`` (coarse to fine) have widths width / 2^i; level 0 enters directly, each next level is
     concatenated to the upsampled features and fused. Output (B, 1, 16*f, ...) at full resolution.
+    ``matmul``: the transposed convolutions and the 1x1 head run as matrix products
+    (:class:`MatmulConvTranspose3d`, :class:`PointwiseConv3d`): the same function and keys.
     """
 
-    def __init__(self, width: int = 768, num_upsamples: int = 4, use_finest_skip: bool = False) -> None:
+    def __init__(
+        self, width: int = 768, num_upsamples: int = 4, use_finest_skip: bool = False, matmul: bool = True
+    ) -> None:
         super().__init__()
         widths = [width // 2**i for i in range(num_upsamples + 1)]
         self.widths = widths
-        self.up = nn.ModuleList([UpsampleBlock(a, b) for a, b in itertools.pairwise(widths)])
+        self.up = nn.ModuleList([UpsampleBlock(a, b, matmul) for a, b in itertools.pairwise(widths)])
         num_fused = num_upsamples if use_finest_skip else num_upsamples - 1
         self.fuse = nn.ModuleList([FusionBlock(widths[i + 1]) for i in range(num_fused)])
-        self.head = nn.Conv3d(widths[-1], 1, 1)
+        self.head = PointwiseConv3d(widths[-1], 1, matmul)
 
     def forward(self, levels: Sequence[Tensor]) -> Tensor:
         x = self.up[0](levels[0])
@@ -121,6 +172,9 @@ class HySparK(nn.Module):
             format (the same function; oneDNN's 3D convolutions run faster there: the decoder's finest
             convolution took 0.79x the time in fp32 and 0.41x with bf16 autocast at 96^3 on CPU,
             ``benchmarks/hyspark.py --conv-only``).
+        matmul_decoder: run the decoder's transposed convolutions and its 1x1 head as matrix products
+            (:class:`MatmulConvTranspose3d`, :class:`PointwiseConv3d`): the same function and state-dict
+            keys, faster on CPU. False runs the plain ``nn`` modules (the 0.3.0 decoder).
 
     ``forward(x, active_cells=None)`` takes x (B, 1, S, S, S) (S = encoder.img_size, values [0, 1]) and
     returns :class:`HySparKOutput`; a random mask is drawn when ``active_cells`` is None.
@@ -134,6 +188,7 @@ class HySparK(nn.Module):
         use_finest_skip: bool = False,
         norm_eps: float = 1e-6,
         channels_last_decoder: bool = True,
+        matmul_decoder: bool = True,
     ) -> None:
         super().__init__()
         if not 0.0 <= mask_ratio < 1.0:
@@ -152,7 +207,7 @@ class HySparK(nn.Module):
                 for i, c in enumerate(channels)
             ]
         )
-        self.decoder = LightDecoder(decoder_width, 4, use_finest_skip)
+        self.decoder = LightDecoder(decoder_width, 4, use_finest_skip, matmul_decoder)
         self._init_weights()
         if channels_last_decoder:
             self.densify_projs.to(memory_format=torch.channels_last_3d)

@@ -9,7 +9,11 @@ interleaved rounds, median; random weights, speed does not depend on them):
      through ``nn.MultiheadAttention``;
    - ``v0.2``: carzero 0.2's batch-first ``nn.MultiheadAttention`` (transposes inside every layer), the
      baseline of issue 20;
-   - ``ours``: carzero 0.3's one (B, Q, D) layout with ``scaled_dot_product_attention``.
+   - ``ours``: carzero 0.3.1's one (B, Q, D) layout; each layer's attention on the side with fewer FLOPs
+     (keys/values projected from the memory with ``scaled_dot_product_attention``, or W_k folded into the
+     queries and W_v applied after the weighted sum), the first layer's query-only work once for all memories;
+   - ``ours_memory_side`` / ``ours_query_side``: the same with every layer forced to one side (what the
+     automatic choice picks between).
    Also the dot-product (CLIP-style) B x B similarity, for scale.
 2. Zero-shot images/s of a batch of 8 images at C = 14 and C = 192 findings (prompt features and their
    per-layer keys/values cached, as `carzero zeroshot` does) against the bare image encoder's images/s, in
@@ -73,6 +77,21 @@ def fusion_reference_shaped(
     return fusion.head(fusion.dropout(decoded)).squeeze(-1)
 
 
+def forced_side(side: str):
+    """Our fusion with every layer's attention on one side (``attention_side``), restored to "auto" after."""
+
+    def forward(fusion: SimilarityRepresentation, memory: torch.Tensor, queries: torch.Tensor):
+        for layer in fusion.layers:
+            layer.attention_side = side
+        try:
+            return fusion(memory, queries)
+        finally:
+            for layer in fusion.layers:
+                layer.attention_side = "auto"
+
+    return forward
+
+
 def similarity_cases(batch: int, settings: dict) -> dict:
     """Both B x B directions of the fusion (three implementations) and the dot product, random tokens."""
     torch.manual_seed(0)
@@ -99,11 +118,13 @@ def similarity_cases(batch: int, settings: dict) -> dict:
         "reference": both(fusion_reference_shaped),
         "v0.2": both(fusion_v02),
         "ours": both(lambda f, m, q: f(m, q)),
+        "ours_memory_side": both(forced_side("memory")),
+        "ours_query_side": both(forced_side("query")),
         "dot_product": dot_product,
     }
-    # The three implementations compute the same function: check before timing.
+    # The implementations compute the same function: check before timing.
     expected = cases["v0.2"]()
-    for name in ("reference", "ours"):
+    for name in ("reference", "ours", "ours_memory_side", "ours_query_side"):
         torch.testing.assert_close(cases[name](), expected, rtol=1e-4, atol=1e-4, msg=name)
     return cases
 
@@ -169,20 +190,22 @@ def main() -> None:
         row = {"batch_size": batch, "pairs": batch * batch}
         row.update({f"{name}_s": times[name]["median_s"] for name in cases})
         row["ours_vs_v0.2"] = row["ours_s"] / row["v0.2_s"]
+        row["ours_memory_side_vs_v0.2"] = row["ours_memory_side_s"] / row["v0.2_s"]
+        row["ours_query_side_vs_v0.2"] = row["ours_query_side_s"] / row["v0.2_s"]
         row["v0.2_vs_reference"] = row["v0.2_s"] / row["reference_s"]
         row["ours_mib"] = peak_memory_mib(cases["ours"])
         row["v0.2_mib"] = peak_memory_mib(cases["v0.2"])
         similarity_rows.append(row)
     largest = similarity_rows[-1]
     size = f"B = {largest['batch_size']}, D {settings['dim']}, {settings['depth']} layers"
-    claims.append(claim(f"fusion S_i2t + S_t2i: 0.2 (batch-first MHA) vs 0.3 (one layout, SDPA) ({size})",
-                        "carzero 0.2 fusion", "carzero 0.3 fusion", largest["v0.2_s"], largest["ours_s"],
+    claims.append(claim(f"fusion S_i2t + S_t2i: 0.2 (batch-first MHA) vs 0.3.1 ({size})",
+                        "carzero 0.2 fusion", "carzero 0.3.1 fusion", largest["v0.2_s"], largest["ours_s"],
                         "s"))  # fmt: skip
-    claims.append(claim(f"fusion S_i2t + S_t2i time: reference-shaped (sequence-first MHA) vs 0.3 ({size})",
-                        "reference-shaped fusion", "carzero 0.3 fusion", largest["reference_s"],
+    claims.append(claim(f"fusion S_i2t + S_t2i time: reference-shaped (sequence-first MHA) vs 0.3.1 ({size})",
+                        "reference-shaped fusion", "carzero 0.3.1 fusion", largest["reference_s"],
                         largest["ours_s"], "s"))  # fmt: skip
     claims.append(claim(f"B x B similarity time: dot product vs CARZero cross-attention ({size})",
-                        "dot product (CLIP-style)", "cross-attention S_i2t + S_t2i (0.3)",
+                        "dot product (CLIP-style)", "cross-attention S_i2t + S_t2i (0.3.1)",
                         largest["dot_product_s"], largest["ours_s"], "s"))  # fmt: skip
     print(f"B x B fusion (S_i2t + S_t2i), median of {args.repeats} interleaved rounds")
     print_table(similarity_rows)

@@ -183,3 +183,11 @@ def test_pseudo_labels_embed_the_template_with_the_full_view_network(tmp_path, m
     assert summary["a"]["images"] == len(samples) - 1
     assert not np.allclose(got, 0.5)  # not the degenerate first cell of zeroed crop features
     np.testing.assert_allclose(got, expected.double().numpy(), atol=1e-6)  # 64 px in and out: same pixels
+    # the report's like-for-like figure: the same matching on the test split, against its ground truth
+    test = splits["test"]
+    dataset = LandmarkDataset([_Entry(0, s, i) for i, s in enumerate(test)], datamodule.specs, 64)
+    batch = default_collate([dataset[i] for i in range(len(dataset))])
+    with torch.no_grad():
+        found, _ = match_landmarks(module.embed(batch["image"], 0), queries, module.strides)
+    errors = np.linalg.norm(found.double().numpy() - np.stack([s.coords for s in test]), axis=-1)
+    assert len(test) > 0 and summary["a"]["test"]["mre"] == pytest.approx(errors.mean(), abs=1e-6)

@@ -242,3 +242,33 @@ def test_bad_inputs(tmp_path, monkeypatch):
     with pytest.raises(MedzooDataError, match="no such folder"):
         load_layout("isbi2015", LayoutRequest(tmp_path / "absent", 19))
     assert _Entry
+
+
+def test_ssl_point_focus_draws_points_near_the_template_landmarks(tmp_path):
+    dm = _module(tmp_path, val_fraction=0.0, test_fraction=0.0)
+    dm.setup("fit")
+    centre = {0: np.array([[8.0, 8.0]])}
+    plain = SSLViewDataset(dm.splits["train"], dm.specs, 32, 24, num_points=64)
+    focused = SSLViewDataset(
+        dm.splits["train"], dm.specs, 32, 24, num_points=64, focus=centre, focus_sigma=3.0
+    )
+
+    def mean_distance(data):
+        points = np.concatenate([data[(e, 0)]["full_points"].numpy() for e in range(8)])
+        return float(np.linalg.norm(points - centre[0], axis=1).mean())
+
+    assert mean_distance(focused) < 0.6 * mean_distance(plain)
+    item = focused[(0, 0)]  # the points still correspond and lie inside both views
+    assert bool((item["full_points"] >= 0).all() and (item["full_points"] <= 31).all())
+    assert bool((item["crop_points"] >= 0).all() and (item["crop_points"] <= 23).all())
+    # the datamodule's option takes each domain's template landmarks in input px (training only)
+    from uod_oneshot.data import UODSSLDataModule
+
+    domains = [{"name": s.name, "root": s.root, "num_landmarks": s.num_landmarks, "template": s.template}
+               for s in dm.specs]  # fmt: skip
+    ssl = UODSSLDataModule(domains=domains, input_size=32, crop_size=24, point_focus=True,
+                           val_fraction=0.0, test_fraction=0.0)  # fmt: skip
+    ssl.setup("fit")
+    train, template = ssl._dataset("train", True), LandmarkDataset(ssl.splits["train"][:1], ssl.specs, 32)[0]
+    assert np.allclose(train.focus[0], template["landmarks"].numpy(), atol=1e-4)
+    assert ssl._dataset("train", False).focus is None

@@ -80,3 +80,37 @@ def test_bad_variant_and_override_name_the_choices():
         create_model("huge")
     with pytest.raises(MedzooDataError, match="unknown settings"):
         create_model("tiny", depth=3)
+
+
+def test_self_training_trains_on_the_previous_epochs_own_predictions(monkeypatch):
+    from types import SimpleNamespace
+
+    from uod_oneshot.decoding import decode_largest_component
+    from uod_oneshot.module import DATRModule
+
+    torch.manual_seed(0)
+    module = DATRModule(num_landmarks=[2], variant="tiny", sigma=3.0, self_training=0.5)
+    trainer = SimpleNamespace(max_epochs=4, current_epoch=0)
+    module._trainer = trainer
+    monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
+    seen, targets = [], module.targets
+    monkeypatch.setattr(module, "targets", lambda lm, size: (seen.append(lm.clone()), targets(lm, size))[1])
+    given = torch.tensor([[[10.0, 12.0], [40.0, 50.0]], [[20.0, 22.0], [30.0, 33.0]]])
+    batch = {"image": torch.randn(2, 1, 64, 64), "landmarks": given, "domain": [0, 0], "index": [5, 7]}
+    for epoch in range(4):  # no optimiser step: the weights, so the predictions, stay the same
+        trainer.current_epoch = epoch
+        module.on_train_epoch_start()
+        module.training_step(batch, 0)
+    with torch.no_grad():
+        own = decode_largest_component(module(batch["image"], 0))
+    # 1-based epochs 1 and 2 are not above 0.5 x 4: the given labels; epochs 3 and 4 train on the
+    # predictions of epochs 2 and 3
+    assert torch.equal(seen[0], given) and torch.equal(seen[1], given)
+    assert not torch.allclose(seen[2], given)
+    assert torch.allclose(seen[2], own) and torch.allclose(seen[3], own)
+    # a sample without a prediction from the previous epoch keeps its label
+    module.on_train_epoch_start()
+    module.training_step({**batch, "index": [5, 8]}, 0)
+    assert torch.allclose(seen[4][0], own[0]) and torch.equal(seen[4][1], given[1])
+    with pytest.raises(Exception, match="self_training"):
+        DATRModule(num_landmarks=[2], variant="tiny", self_training=1.0)

@@ -71,6 +71,8 @@ def pseudo_label(
         if "pseudo" in report:
             pseudo, mean_shape = report["pseudo"]["mre"], report["mean_shape"]["mre"]
             line += f", pseudo-label MRE {pseudo:.3f}, mean-shape MRE {mean_shape:.3f}"
+        if "test" in report:
+            line += f", stage-1 MRE on the test split {report['test']['mre']:.3f}"
         print(line)
     return summary
 

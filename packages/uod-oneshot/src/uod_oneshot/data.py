@@ -165,7 +165,8 @@ class LandmarkDataset(Dataset):
         entries: the samples with their domain and global index.
         specs: the domains.
         input_size: S (576 in the paper).
-        augment: the photometric augmentation of the reference (contrast x[0.75, 1.5], brightness x[0.8, 1.2],
+        augment: the photometric augmentation the reference defines for hand and JSRT but never applies
+            (contrast x[0.75, 1.5], brightness x[0.8, 1.2],
             Gaussian noise with std up to 0.05), seeded from ``(seed, epoch, index)``.
         seed: augmentation seed.
     """
@@ -223,6 +224,10 @@ class SSLViewDataset(LandmarkDataset):
         rotation_deg: crop rotation, uniform in +-rotation_deg (the reference: 20).
         brightness, contrast: ColorJitter factors (uniform in 1 +- value; the paper: 0.15, 0.25).
         num_points: N query points per pair.
+        focus: per domain, (K, 2) template landmarks in input px to draw the points near (an option, not the
+            reference's training: a candidate at full-view position p is kept with probability
+            ``min(1, sum_k exp(-|p - l_k|^2 / (2 focus_sigma^2)))``); ``None``: uniform in the crop.
+        focus_sigma: the width of that weighting in input px.
         (other arguments: see :class:`LandmarkDataset`; draws use ``(seed, epoch, index)``.)
     """
 
@@ -237,8 +242,11 @@ class SSLViewDataset(LandmarkDataset):
         contrast: float = 0.25,
         num_points: int = 1,
         seed: int = 0,
+        focus: dict[int, np.ndarray] | None = None,
+        focus_sigma: float = 12.0,
     ) -> None:
         super().__init__(entries, specs, input_size, augment=False, seed=seed)
+        self.focus, self.focus_sigma = focus, float(focus_sigma)
         if not 0 < crop_size <= input_size:
             raise MedzooDataError("data.crop_size", crop_size, f"0 < crop_size <= input_size ({input_size})")
         self.crop_size, self.rotation_deg = int(crop_size), float(rotation_deg)
@@ -263,7 +271,7 @@ class SSLViewDataset(LandmarkDataset):
         view = view * rng.uniform(1 - self.brightness, 1 + self.brightness)
         mean = view.mean()
         view = ((view - mean) * rng.uniform(1 - self.contrast, 1 + self.contrast) + mean).clamp(0, 1)
-        crop_points, full_points = self._points(rng, np.linalg.inv(to_crop))
+        crop_points, full_points = self._points(rng, np.linalg.inv(to_crop), entry.domain)
         return {
             "image": (image - spec.mean) / spec.std,
             "crop": (view - spec.mean) / spec.std,
@@ -273,15 +281,23 @@ class SSLViewDataset(LandmarkDataset):
             "index": entry.index,
         }
 
-    def _points(self, rng: np.random.Generator, to_full: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _points(
+        self, rng: np.random.Generator, to_full: np.ndarray, domain: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
         """N crop positions whose full-view positions lie inside the full image (the rotated crop's corners
-        may fall outside); drawn from the central region, which always maps inside."""
+        may fall outside); drawn from the central region, which always maps inside. With ``focus``,
+        candidates are kept with the focus weight; if too few pass in 20 rounds, the rest are uniform."""
         crop, size = self.crop_size, self.input_size
+        centres = None if self.focus is None else self.focus.get(domain)
         chosen = np.empty((0, 2))
-        for _ in range(20):
+        for round_ in range(40):
             candidates = rng.uniform(0, crop - 1, (4 * self.num_points, 2))
             full = apply_matrix(to_full, candidates)
             ok = ((full >= 0) & (full <= size - 1)).all(axis=1)
+            if centres is not None and round_ < 20:
+                d2 = ((full[:, None, :] - centres[None]) ** 2).sum(-1)
+                weight = np.minimum(1.0, np.exp(-d2 / (2 * self.focus_sigma**2)).sum(1))
+                ok &= rng.uniform(size=len(candidates)) < weight
             chosen = np.concatenate([chosen, candidates[ok]])[: self.num_points]
             if len(chosen) == self.num_points:
                 break
@@ -382,7 +398,8 @@ class UODDataModule(MedzooDataModule):
         val_fraction: share of each domain's training images held out for validation.
         test_fraction: test share of layouts without an official split (``csv``, ``normalized_txt``).
         domain_order: batches by domain: ``shuffle`` (the reference) or ``alternate``.
-        augment: the reference's photometric augmentation in training.
+        augment: photometric augmentation in training (an option: the reference's stage-2 loaders define one
+            for hand and JSRT but never apply it, and comment it out for the head; so off by default).
         predict_domain: the domain of the ``predict_root`` images (default: the first).
         root: unused here (each domain has its own ``root``; the contract's flag is kept for symmetry).
         batch_size, num_workers, seed, predict_root, cache_dir: see ``MedzooDataModule``.
@@ -397,7 +414,7 @@ class UODDataModule(MedzooDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         domain_order: Literal["shuffle", "alternate"] = "shuffle",
-        augment: bool = True,
+        augment: bool = False,
         predict_domain: str | None = None,
         root: str | Path | None = None,
         batch_size: int = 4,
@@ -634,8 +651,12 @@ class UODSSLDataModule(UODDataModule):
         crop_size: the crop view's side (256 at input 384 in the paper).
         rotation_deg, brightness, contrast: the crop's augmentation (20 deg, 0.15, 0.25).
         num_points: query points per pair.
+        point_focus: draw the training pairs' query points near each domain's template landmarks (an option;
+            the reference draws them uniformly: its unused ``retfunc2`` samples near the template's
+            landmarks); the template's annotation is the only label it reads.
+        point_focus_sigma: the width of that weighting as a fraction of ``input_size``.
         (others: see :class:`UODDataModule`; ``labels`` is fixed to the ground truth, which stage 1 only
-        uses for the pseudo-label report, never for training.)
+        uses for the pseudo-label report and ``point_focus``'s template, never for training.)
     """
 
     def __init__(
@@ -647,6 +668,8 @@ class UODSSLDataModule(UODDataModule):
         brightness: float = 0.15,
         contrast: float = 0.25,
         num_points: int = 1,
+        point_focus: bool = False,
+        point_focus_sigma: float = 0.125,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         domain_order: Literal["shuffle", "alternate"] = "shuffle",
@@ -675,6 +698,16 @@ class UODSSLDataModule(UODDataModule):
         self.save_hyperparameters()
         self.crop_size, self.rotation_deg = int(crop_size), float(rotation_deg)
         self.brightness, self.contrast, self.num_points = float(brightness), float(contrast), int(num_points)
+        self.point_focus, self.point_focus_sigma = bool(point_focus), float(point_focus_sigma)
+
+    def template_landmarks(self) -> dict[int, np.ndarray]:
+        """Each domain's template landmarks in input pixels (the template is the first training image)."""
+        out = {}
+        for d, (spec, splits) in enumerate(zip(self.specs, self.domain_splits, strict=True)):
+            template = splits["train"][0]
+            _, to_input, _ = load_image(template.image, self.input_size, spec.pad_to_square)
+            out[d] = apply_matrix(to_input, template.coords)
+        return out
 
     def _dataset(self, split: str, train: bool) -> LandmarkDataset:
         entries = self.splits.get(split, [])
@@ -692,6 +725,8 @@ class UODSSLDataModule(UODDataModule):
             self.contrast,
             self.num_points,
             seed=self.seed,
+            focus=self.template_landmarks() if train and self.point_focus else None,
+            focus_sigma=self.point_focus_sigma * self.input_size,
         )
 
     def predict_dataloader(self) -> DataLoader:

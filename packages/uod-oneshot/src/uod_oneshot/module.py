@@ -149,6 +149,12 @@ class DATRModule(MedzooModule):
         beta: SmoothL1 beta (1.5).
         low, high: decoding thresholds (0.25, 0.88).
         sdr_radii: SDR radii.
+        self_training: the reference's relabelling when it trains on pseudo-labels: from epoch
+            ``self_training * max_epochs`` on (1-based epochs above that fraction; the reference: 0.5), each
+            training image's label is the model's own decoded prediction for it from the previous epoch
+            (made in the training forward pass); ``None`` keeps the given labels throughout. Images without
+            a prediction yet keep their label. Not for ``data.labels: ground_truth`` (the reference
+            relabels only with ``--train_with_pseudo``).
         optimizer, scheduler, scheduler_interval: see ``MedzooModule`` (the paper: Adam, CyclicLR
             1e-4..1e-3 with 300 steps up and down, stepped per iteration).
     """
@@ -169,6 +175,7 @@ class DATRModule(MedzooModule):
         low: float = 0.25,
         high: float = 0.88,
         sdr_radii: tuple[float, ...] = (2.0, 2.5, 3.0, 4.0),
+        self_training: float | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: str = "step",
@@ -192,6 +199,21 @@ class DATRModule(MedzooModule):
             {stage: GatherAccumulator("pred", "target", "spacing", "domain") for stage in ("val", "test")}
         )
         self.test_results: dict[str, Any] = {}
+        if self_training is not None and not 0.0 <= float(self_training) < 1.0:
+            raise MedzooDataError("model.self_training", repr(self_training), "a fraction in [0, 1) or null")
+        self.self_training = None if self_training is None else float(self_training)
+        # own predictions (input px) per training index: this epoch's and the previous epoch's
+        self._own_labels: dict[int, torch.Tensor] = {}
+        self._previous_labels: dict[int, torch.Tensor] = {}
+
+    def _relabels(self, epoch: int) -> bool:
+        """Whether 0-based ``epoch`` trains on the previous epoch's own predictions (self-training)."""
+        if self.self_training is None or self._trainer is None or not self.trainer.max_epochs:
+            return False
+        return epoch + 1 > self.self_training * self.trainer.max_epochs
+
+    def on_train_epoch_start(self) -> None:
+        self._previous_labels, self._own_labels = self._own_labels, {}
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -213,9 +235,20 @@ class DATRModule(MedzooModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         domain = int(batch["domain"][0])
+        landmarks = batch["landmarks"]
+        epoch = self.current_epoch
+        if self._relabels(epoch) and self._previous_labels:
+            own = [self._previous_labels.get(int(i)) for i in batch["index"]]
+            landmarks = torch.stack(
+                [label if o is None else o.to(label) for label, o in zip(landmarks, own, strict=True)]
+            )
         pred = self(batch["image"], domain)
-        loss = heatmap_loss(pred, self.targets(batch["landmarks"], tuple(pred.shape[-2:])), self.beta)
+        loss = heatmap_loss(pred, self.targets(landmarks, tuple(pred.shape[-2:])), self.beta)
         self.log("train/loss", loss, prog_bar=True, batch_size=pred.shape[0])
+        if self._relabels(epoch + 1):  # the next epoch trains on these predictions
+            coords = decode_largest_component(pred.detach(), self.low, self.high).cpu()
+            for i, c in zip(batch["index"], coords, strict=True):
+                self._own_labels[int(i)] = c
         return loss
 
     def predict_landmarks(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -2,7 +2,7 @@
 
 from ecamp.models import ECAMP, MODEL_CONFIGS, ViTClassifier, ViTSegmenter, create_encoder, create_model
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"
 
 __all__ = [
     "ECAMP",

@@ -4,6 +4,9 @@
 Asserted (issue 13): on two generated phantom domains with one template each,
 - the pseudo-labels' MRE is below half the mean-shape MRE (per domain), and
 - stage 2's test MRE is below the pseudo-labels' MRE (mean over the domains).
+
+Both hold with the shipped configs and their seed (0); they are seed-dependent (README, Results: other
+seeds miss one or the other), so this test pins the configured run, not every seed.
 """
 
 from __future__ import annotations

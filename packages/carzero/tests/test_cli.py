@@ -31,6 +31,7 @@ def run_args(verb: str, root: Path, tiny_bert_dir: Path, epochs: int = 2) -> lis
         f"--trainer.default_root_dir={root / 'run'}",
         f"--trainer.max_epochs={epochs}",
         "--trainer.enable_progress_bar=false",
+        "--model.global_warmup_epochs=1",  # the demo's 5: here one warm-up epoch, then the CARZero loss
         *model_args(tiny_bert_dir),
         "--data.synthetic_images=40",
         "--data.synthetic_size=[64, 64]",

@@ -1,5 +1,6 @@
 """The offline demo end to end, as the README runs it: `carzero pretrain --config pretrain_demo` (MAE),
-`carzero fit --config demo` from the pre-trained ViT, then `carzero evaluate` on the synthetic test split.
+`carzero fit --config demo` from the pre-trained ViT (5 warm-up epochs, then the CARZero loss), then
+`carzero evaluate` on the synthetic test split; seed 0.
 
 Slow (several CPU minutes): ``OMP_NUM_THREADS=1 pytest -m slow packages/carzero/tests/test_demo.py``.
 """
@@ -16,17 +17,7 @@ from carzero.cli import main
 MIN_MACRO_AUC = 0.75
 
 
-class DemoTargetMissed(Exception):
-    """The AUROC bar alone is missed; any other failure (a crash, the bf16 check) fails the test."""
-
-
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=DemoTargetMissed,
-    reason="measured below the bar (README, Results): 0.706 macro AUROC on seed 0 with the 0.3.0 demo recipe "
-    "(MAE pre-training, no augmentation); 45 epochs reached 0.713 and no longer fit the 10-minute budget",
-)
 def test_demo_pipeline_learns_zero_shot_classification(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the configs' run folders (runs/carzero-*) are relative, as in the README
     monkeypatch.setenv("MEDZOO_CACHE", str(tmp_path / "cache"))
@@ -45,5 +36,4 @@ def test_demo_pipeline_learns_zero_shot_classification(tmp_path, monkeypatch):
                  "--output_dir", str(tmp_path / "bf16"), "--precision", "bf16"])  # fmt: skip
     assert abs(bf16["auc"] - result["auc"]) < 0.005
     print(f"demo zero-shot macro AUROC {result['auc']:.3f} (fp32), {bf16['auc']:.3f} (bf16)")
-    if result["auc"] < MIN_MACRO_AUC:
-        raise DemoTargetMissed(f"demo zero-shot macro AUROC {result['auc']:.3f} < {MIN_MACRO_AUC}")
+    assert result["auc"] >= MIN_MACRO_AUC, f"demo zero-shot macro AUROC {result['auc']:.3f} < {MIN_MACRO_AUC}"

@@ -169,11 +169,17 @@ def test_per_iteration_lr_and_a_scheduler_are_exclusive():
 
 @pytest.mark.slow
 def test_bf16_autocast_tracks_fp32_over_20_steps():
-    # Same start, data and mask; only the forward pass's precision differs. Measured: bf16 trails fp32 by up
-    # to ~13 % at lr 1e-2 after 20 steps (0.62 against 0.55), with the same descent.
+    # Same start, data and mask; only the forward pass's precision differs. At lr 1e-2 rounding differences
+    # compound after about 10 steps: two fp32 runs of the same function that differ only in summation order
+    # (the 0.3.0 and 0.4.0 CPU kernels) measured 0.7245 against 0.6273 at step 18, 15.5 % apart. So steps are
+    # compared one by one only while the trajectories have not yet diverged (measured: bf16 within 0.4 % of
+    # fp32 over the first 10 steps, with either kernel set), and then the final loss (measured: 0.53 against
+    # 0.57, 7 %).
     fp32, bf16 = torch.tensor(_overfit(20)), torch.tensor(_overfit(20, torch.bfloat16))
     assert fp32[-1] < 0.7 * fp32[0] and bf16[-1] < 0.7 * bf16[0]  # both trained
-    assert bool(((bf16 - fp32).abs() <= 0.15 * fp32).all()), (fp32.tolist(), bf16.tolist())
+    first, first_bf16 = fp32[:10], bf16[:10]
+    assert bool(((first_bf16 - first).abs() <= 0.02 * first).all()), (fp32.tolist(), bf16.tolist())
+    assert abs(float(bf16[-1] - fp32[-1])) <= 0.15 * float(fp32[-1]), (fp32.tolist(), bf16.tolist())
 
 
 def test_btcv_dice_known_answer():

@@ -52,6 +52,12 @@ def _match(
     return np.concatenate(predictions), np.concatenate(sizes)
 
 
+def _truth(samples: Sequence[LandmarkSample]) -> tuple[np.ndarray, np.ndarray]:
+    """The annotated (N, K, 2) landmarks and (N, 2) spacings (NaN where unknown) of ``samples``."""
+    spacing = np.array([s.spacing or (np.nan, np.nan) for s in samples], dtype=np.float64)
+    return np.stack([s.coords for s in samples]), spacing
+
+
 @torch.no_grad()
 def pseudo_label_domains(
     module: UODSSLModule, datamodule: UODDataModule, output_dir: str | Path, batch_size: int = 4
@@ -88,8 +94,7 @@ def pseudo_label_domains(
         write_landmark_csv(output_dir / f"{spec.name}.csv", rows)
         report: dict[str, Any] = {"template": str(template.image), "images": len(pool)}
         if pool and all(np.isfinite(s.coords).all() for s in pool):
-            target = np.stack([s.coords for s in pool])
-            spacing = np.array([s.spacing or (np.nan, np.nan) for s in pool], dtype=np.float64)
+            target, spacing = _truth(pool)
             report["pseudo"] = landmark_metrics(pred, target, spacing)
             baseline = mean_shape_predictions(pool, sizes)
             report["mean_shape"] = landmark_metrics(baseline, target, spacing)
@@ -100,8 +105,7 @@ def pseudo_label_domains(
                 [_Entry(d, s, i) for i, s in enumerate(test)], datamodule.specs, datamodule.input_size
             )
             found, _ = _match(module, tests, d, queries, batch_size, spec.num_landmarks)
-            spacing = np.array([s.spacing or (np.nan, np.nan) for s in test], dtype=np.float64)
-            report["test"] = landmark_metrics(found, np.stack([s.coords for s in test]), spacing)
+            report["test"] = landmark_metrics(found, *_truth(test))
         summary[spec.name] = report
     write_json(output_dir / "summary.json", summary)
     return summary

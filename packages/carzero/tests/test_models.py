@@ -338,6 +338,21 @@ def test_fusion_equals_the_reference_implementation(head, side):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_scoring_forward_in_place_equals_the_autograd_forward():
+    # Without autograd (zero-shot, evaluate, validation) each layer writes its residual sums in place
+    # (`add_ffn_`); with autograd, in training mode or under autocast it takes the out-of-place path.
+    fusion = perturbed_fusion()
+    memory, queries = torch.randn(6, 11, 64), torch.randn(9, 64)
+    expected = fusion(memory, queries).detach()  # grad enabled: the out-of-place path
+    with torch.inference_mode():
+        torch.testing.assert_close(fusion(memory, queries), expected, rtol=1e-5, atol=1e-6)
+    layer, tokens = fusion.layers[1], torch.randn(2, 3, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(layer.add_ffn_(tokens.clone()), tokens + layer.ffn(layer.norm_ffn(tokens)))
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 products, fp32 residuals: no in-place mix
+            torch.testing.assert_close(fusion(memory, queries).float(), expected, rtol=0.05, atol=0.05)
+
+
 def test_query_side_is_chosen_where_it_needs_fewer_operations():
     layer = SimilarityRepresentation(768, 1, 4, 1024).layers[0]  # the paper's width and heads
     # B x B training pairs at B = 64: the image memory (197 tokens) is longer than the 64 queries per image

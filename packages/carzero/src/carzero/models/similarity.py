@@ -176,9 +176,22 @@ class CrossAttentionLayer(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         normed = self.norm_attention(queries)
         attended, weights = self.attend(normed, memory, memory_padding_mask, return_attention, keys_values)
-        queries = queries + self.dropout_attention(attended)  # (B, Q, D), also from shared (1, Q, D) queries
-        queries = queries + self.dropout_ffn(self.ffn(self.norm_ffn(queries)))
+        autocast = torch.is_autocast_enabled(memory.device.type)
+        if torch.is_grad_enabled() or self.training or autocast:  # (B, Q, D), also from (1, Q, D) queries
+            queries = queries + self.dropout_attention(attended)
+            queries = queries + self.dropout_ffn(self.ffn(self.norm_ffn(queries)))
+        else:  # scoring: the same sums written into `attended` (autocast would mix dtypes in place)
+            queries = self.add_ffn_(attended.add_(queries))
         return (queries, weights) if return_attention else queries
+
+    def add_ffn_(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens + FFN(LN_f(tokens)) in place, the second linear layer's product accumulated into the tokens
+        (one matrix product, no new (B, Q, D) tensor). Inference only: eval mode, no autograd, no autocast."""
+        first, second = self.ffn[0], self.ffn[-1]
+        hidden = F.linear(self.norm_ffn(tokens), first.weight, first.bias).relu_()
+        flat = tokens.view(-1, tokens.shape[-1]).add_(second.bias)
+        flat.addmm_(hidden.view(-1, hidden.shape[-1]), second.weight.t())
+        return tokens
 
 
 def similarity_head(kind: str, dim: int, dropout: float = 0.1) -> nn.Module:

@@ -81,6 +81,20 @@ def test_fit_on_synthetic_data_applies_the_batch_size_schedule(trained):
     assert trainer.gradient_clip_val == 0.25
 
 
+def test_checkpoint_loads_without_the_mae_weights_it_started_from(trained, tmp_path):
+    # A demo checkpoint records `--model.vit_weights` (a path relative to the run's folder); the checkpoint
+    # holds every weight, so scoring elsewhere must not read that file again.
+    from carzero.cli import load_module
+
+    _, ckpt, _ = trained
+    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    raw["hyper_parameters"]["vit_weights"] = str(tmp_path / "moved" / "vit_weights.safetensors")
+    torch.save(raw, tmp_path / "elsewhere.ckpt")
+    loaded = load_module(tmp_path / "elsewhere.ckpt").state_dict()
+    for name, tensor in load_module(ckpt).state_dict().items():
+        torch.testing.assert_close(loaded[name], tensor, rtol=0, atol=0)
+
+
 def sklearn_macro_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 

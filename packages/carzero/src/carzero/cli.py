@@ -82,7 +82,7 @@ def load_module(ckpt: Path, device: str = "cpu", text_model: str | None = None) 
     overrides = {**dict(hparams.get("overrides") or {}), "vit_weights": None}
     if text_model is not None:
         overrides["text_model"] = text_model
-    module = CARZeroModule(**{**hparams, "overrides": overrides})
+    module = CARZeroModule(**{**hparams, "overrides": overrides, "vit_weights": None})
     module.load_state_dict(raw["state_dict"])
     return module.to(device).eval()
 

@@ -82,7 +82,12 @@ class _Chest:
     """The grids, masks and anatomy parameters of one image, shared by the finding painters."""
 
     def __init__(
-        self, rng: np.random.Generator, size: tuple[int, int], findings: set[str], view: str
+        self,
+        rng: np.random.Generator,
+        size: tuple[int, int],
+        findings: set[str],
+        view: str,
+        finding_contrast: float = 1.0,
     ) -> None:
         height, width = size
         self.rng = rng
@@ -93,7 +98,7 @@ class _Chest:
         shift = rng.normal(0.0, 0.012, 2)
         lung_scale = rng.uniform(0.94, 1.06, 2)
         if "Emphysema" in findings:  # hyperinflated lungs push the diaphragm down
-            lung_scale[1] *= 1.12
+            lung_scale[1] *= 1.12 if finding_contrast == 1.0 else 1.0 + 0.12 * finding_contrast
         self.lungs = {
             side: (
                 (center[0] + shift[0], center[1] + shift[1] + (lung_scale[1] - 1) * 0.15),
@@ -103,7 +108,7 @@ class _Chest:
         }
         heart_width = 0.115 * rng.uniform(0.95, 1.05) * (1.08 if view == "AP" else 1.0)
         if "Cardiomegaly" in findings:
-            heart_width *= 1.55
+            heart_width *= 1.55 if finding_contrast == 1.0 else 1.0 + 0.55 * finding_contrast
         self.heart = ((0.54 + shift[0], 0.63 + shift[1]), (heart_width, 0.105))
 
     def ellipse(
@@ -314,6 +319,7 @@ def render_cxr(
     view: str = "PA",
     classes: Sequence[str] = NIH_FINDINGS,
     noise_std: float = 0.015,
+    finding_contrast: float = 1.0,
 ) -> np.ndarray:
     """Draw one chest-X-ray-like image showing ``findings``.
 
@@ -324,18 +330,30 @@ def render_cxr(
         view: "PA" or "AP" (AP magnifies the heart slightly, as a real AP film does).
         classes: all class names; a name without a dedicated pattern gets a generic one fixed by its index.
         noise_std: white noise std on the [0, 1] intensity scale.
+        finding_contrast: scale of every finding's change to the image (1 = the default patterns; e.g. 0.2
+            = subtle findings, a fifth of the intensity change, and for the two findings the anatomy draws, a
+            fifth of the enlarged heart's extra width and of the hyperinflation). Exactly 1 draws the default
+            image bit for bit; the random draws do not depend on it.
 
     Returns:
         (H, W) uint8.
     """
     if view not in ("PA", "AP"):
         raise ValueError(f"view must be 'PA' or 'AP' (frontal films only), got {view!r}")
+    if not finding_contrast >= 0:
+        raise ValueError(f"finding_contrast must be >= 0, got {finding_contrast!r}")
     # Detector noise comes from its own stream so that adding a finding changes only the finding's pixels.
     noise_rng = np.random.default_rng(rng.integers(2**63))
-    chest = _Chest(rng, size, set(findings), view)
+    chest = _Chest(rng, size, set(findings), view, finding_contrast)
     image = _render_anatomy(chest)
     for name in findings:
-        _PAINTERS.get(name, _generic(list(classes).index(name)))(chest, image)
+        paint = _PAINTERS.get(name, _generic(list(classes).index(name)))
+        if finding_contrast == 1.0:
+            paint(chest, image)
+        else:
+            before = image.copy()
+            paint(chest, image)
+            image = before + finding_contrast * (image - before)
     image = ndimage.gaussian_filter(image, sigma=max(min(size) / 256, 0.5))
     image += 0.02 * smooth_noise(noise_rng, size, sigma=min(size) / 8)
     image += noise_std * noise_rng.standard_normal(size)
@@ -362,12 +380,38 @@ def _class_phrases(name: str) -> tuple[tuple[str, ...], str]:
     return (f"Findings of {term} in the {{side}} lung.", f"There is {term}."), term
 
 
-def write_cxr_report(rng: np.random.Generator, findings: Sequence[str], classes: Sequence[str]) -> str:
-    """A short radiology report naming exactly ``findings`` and negating a few other classes.
+REPORT_STYLES = ("default", "entity_only")
+"""``write_cxr_report`` styles: ``default`` (varied phrasings, negations, impression) and ``entity_only``."""
 
-    Every positive sentence names its finding; every sentence about an absent class starts with "No" or
-    "There is no". An empty ``findings`` gives a normal report ending in "No acute cardiopulmonary process."
+
+def _class_word(name: str) -> str:
+    known = _phrase_tables()["findings"]
+    return known[name]["word"] if name in known else name.replace("_", " ").lower()
+
+
+def write_cxr_report(
+    rng: np.random.Generator, findings: Sequence[str], classes: Sequence[str], style: str = "default"
+) -> str:
+    """A short radiology report naming exactly ``findings``.
+
+    ``default``: one class-specific phrasing per finding (some name a side or a sign that only that finding
+    has), a few negated absent classes, and an impression listing the findings again. Every positive
+    sentence names its finding; every sentence about an absent class starts with "No" or "There is no". An
+    empty ``findings`` gives a normal report ending in "No acute cardiopulmonary process."
+
+    ``entity_only``: one shared frame, "There is <word>.", per finding in random order, where <word> is the
+    finding's one-word name (the ``word`` of cxr_phrases.yaml: "effusion", "nodule", ...); no negations, no
+    impression; "FINDINGS: There is no finding." when normal. The finding words are then the only thing that
+    differs between two reports with the same number of findings, so a masked finding word can be recovered
+    from the image and not from the rest of the text.
     """
+    if style not in REPORT_STYLES:
+        raise ValueError(f"style must be one of {REPORT_STYLES}, got {style!r}")
+    if style == "entity_only":
+        words = [_class_word(name) for name in findings]
+        if not words:
+            return "FINDINGS: There is no finding."
+        return "FINDINGS: " + " ".join(f"There is {words[int(i)]}." for i in rng.permutation(len(words)))
     sentences = []
     for name in findings:
         phrasings, _ = _class_phrases(name)
@@ -459,6 +503,8 @@ def make_cxr_dataset(
     test_fraction: float = 0.2,
     validate_fraction: float = 0.1,
     ap_fraction: float = 0.4,
+    finding_contrast: float = 1.0,
+    report_style: str = "default",
 ) -> Path:
     """Write a long-tailed multi-label chest X-ray dataset in both MIMIC-like and ChestX-ray14 layouts.
 
@@ -491,6 +537,9 @@ def make_cxr_dataset(
         min_positives_per_class: positives forced per class (0 disables).
         test_fraction, validate_fraction: fractions of patients in the test / validate splits.
         ap_fraction: fraction of AP (vs PA) views.
+        finding_contrast: scale of the findings' patterns (:func:`render_cxr`; 1 = the default images).
+        report_style: :func:`write_cxr_report` style ("default", or "entity_only": one shared sentence frame
+            per finding, no negations, no impression).
 
     Returns:
         ``root`` as a Path.
@@ -499,6 +548,8 @@ def make_cxr_dataset(
     classes = list(classes)
     if len(set(classes)) != len(classes) or NO_FINDING in classes or any("|" in name for name in classes):
         raise ValueError(f"classes must be unique, without '|' and without {NO_FINDING!r}; got {classes}")
+    if report_style not in REPORT_STYLES:
+        raise ValueError(f"report_style must be one of {REPORT_STYLES}, got {report_style!r}")
     label_seed, meta_seed, image_seed = np.random.SeedSequence(seed).spawn(3)
     label_rng, meta_rng = np.random.default_rng(label_seed), np.random.default_rng(meta_seed)
     image_seeds = image_seed.spawn(n_images)  # image i depends on (seed, i) only
@@ -521,7 +572,9 @@ def make_cxr_dataset(
         findings = [name for name, positive in zip(classes, labels[i], strict=True) if positive]
         name = f"{patients[i]:08d}_{follow_ups[i]:03d}.png"
         image_rng = np.random.default_rng(image_seeds[i])
-        image = render_cxr(image_rng, findings, size, view=str(views[i]), classes=classes)
+        image = render_cxr(
+            image_rng, findings, size, view=str(views[i]), classes=classes, finding_contrast=finding_contrast
+        )
         write_png(root / "images" / name, image)
         label_text = "|".join(findings) if findings else NO_FINDING
         report_rows.append(
@@ -529,7 +582,7 @@ def make_cxr_dataset(
                 "image": f"images/{name}",
                 "split": split_of_patient[int(patients[i])],
                 "view": str(views[i]),
-                "report": write_cxr_report(image_rng, findings, classes),
+                "report": write_cxr_report(image_rng, findings, classes, report_style),
                 "labels": label_text,
                 **{cls: int(v) for cls, v in zip(classes, labels[i], strict=True)},
             }

@@ -11,7 +11,10 @@ import pytest
 import torch
 
 from ecamp.data import (
+    CHESTXRAY14_CLASSES,
+    DEMO_SETTINGS,
     ECAMPDataModule,
+    demo_folder_name,
     load_chestxray14,
     load_chexpert,
     load_covidx,
@@ -177,3 +180,53 @@ def test_the_demo_text_length_holds_every_report_with_its_context(demo_root):
     ]
     assert max(lengths) > 64  # the case the demo's old 64 tokens cut
     assert max(lengths) <= max_length
+
+
+def _config(name: str) -> dict:
+    import importlib.resources
+
+    import yaml
+
+    return yaml.safe_load((importlib.resources.files("ecamp") / "configs" / f"{name}.yaml").read_text())
+
+
+def test_generator_options_name_their_own_demo_folder():
+    base = {"n_images": 200, "size": 160, "seed": 0}
+    assert demo_folder_name("demo", base) == "demo-n200-s160-seed0"  # the cache of 0.2 stays valid
+    defaults = {**base, "finding_contrast": 1.0, "report_style": "default"}
+    assert demo_folder_name("demo", defaults) == "demo-n200-s160-seed0"
+    subtle = {**base, "finding_contrast": 0.3, "report_style": "entity_only"}
+    assert demo_folder_name("demo", subtle) == "demo-n200-s160-seed0-contrast0.3-entity_only"
+
+
+def test_the_probe_demo_reads_the_pretraining_demo_set():
+    pretraining = {**DEMO_SETTINGS, **_config("demo")["data"]["synthetic"]}
+    probe = {**DEMO_SETTINGS, **_config("finetune_demo")["data"]["synthetic"]}
+    assert demo_folder_name("demo", pretraining) == demo_folder_name("demo", probe)
+
+
+def test_demo_texts_tell_the_masked_entity_only_through_the_image(tmp_path):
+    """The demo's texts (entity_only reports, no inserted context): every finding is one entity token, and two
+    texts with the same number of findings are the same ids once the entity tokens are removed, so a masked
+    entity cannot be recovered from the rest of the text. The demo's labels and reports at a smaller image
+    size (the tokenizer needs the demo's word counts: a word seen once is split into pieces)."""
+    data = _config("demo")["data"]
+    settings = {**DEMO_SETTINGS, **data["synthetic"], "size": 64}
+    root = write_demo_pretraining_set(tmp_path, **settings)
+    sizes = {k: data[k] for k in ("max_length", "vocab_size", "context_probability")}
+    module = ECAMPDataModule(root=root, image_size=128, **sizes)
+    module.setup("fit")
+    labels = pd.read_csv(root / "reports.csv").set_index("image")
+    frames: dict[int, set[tuple[int, ...]]] = {}
+    for split in ("train", "val", "test"):
+        dataset = module.datasets[split]
+        for i in range(len(dataset)):
+            row = dataset.table.iloc[i]
+            text = dataset.text(i, np.random.default_rng(i))
+            assert text == row["report"]  # no context inserted
+            report = dataset.masker(text, np.random.default_rng(i))
+            positives = int(labels.loc[str(Path(row["image"]).relative_to(root)), CHESTXRAY14_CLASSES].sum())
+            assert sum(report.entity) == positives, text
+            frame = tuple(t for t, e in zip(report.ids, report.entity, strict=True) if not e)
+            frames.setdefault(positives, set()).add(frame)
+    assert max(frames) >= 2 and all(len(frame) == 1 for frame in frames.values())

@@ -194,22 +194,41 @@ class PretrainDataset(Dataset):
         }
 
 
-DEMO_SETTINGS = {"n_images": 200, "size": 160, "seed": 0}
+DEMO_SETTINGS: dict[str, Any] = {"n_images": 200, "size": 160, "seed": 0}
+# make_cxr_dataset's opt-in generator options and their defaults (the default images and reports)
+GENERATOR_DEFAULTS: dict[str, Any] = {"finding_contrast": 1.0, "report_style": "default"}
 
 
-def demo_folder_name(prefix: str, settings: dict[str, int]) -> str:
-    """The demo folder of given settings, e.g. ``demo-n200-s160-seed0`` (other settings, other folder)."""
-    return f"{prefix}-n{settings['n_images']}-s{settings['size']}-seed{settings['seed']}"
+def demo_folder_name(prefix: str, settings: dict[str, Any]) -> str:
+    """The demo folder of given settings, e.g. ``demo-n200-s160-seed0`` (other settings, other folder); a
+    non-default generator option adds itself, e.g. ``demo-n200-s160-seed0-contrast0.2-entity_only``."""
+    name = f"{prefix}-n{settings['n_images']}-s{settings['size']}-seed{settings['seed']}"
+    contrast = float(settings.get("finding_contrast", 1.0))
+    if contrast != 1.0:
+        name += f"-contrast{contrast:g}"
+    style = settings.get("report_style", "default")
+    if style != "default":
+        name += f"-{style}"
+    return name
 
 
-def write_demo_pretraining_set(folder: Path, n_images: int, size: int, seed: int) -> Path:
+def write_demo_pretraining_set(
+    folder: Path,
+    n_images: int,
+    size: int,
+    seed: int,
+    finding_contrast: float = 1.0,
+    report_style: str = "default",
+) -> Path:
     """The demo set: ``medzoo.synthetic.make_cxr_dataset`` (MIMIC-like reports.csv) plus the rule-based
     ``llm_output`` column (what ``ecamp distill-reports`` writes) as reports_distilled.csv."""
     from medzoo.io import write_csv
     from medzoo.synthetic import make_cxr_dataset
 
     if not (folder / "reports.csv").is_file():
-        make_cxr_dataset(folder, n_images=n_images, size=(size, size), seed=seed)
+        options = {"finding_contrast": finding_contrast, "report_style": report_style}
+        changed = {k: v for k, v in options.items() if v != GENERATOR_DEFAULTS[k]}  # defaults: the old call
+        make_cxr_dataset(folder, n_images=n_images, size=(size, size), seed=seed, **changed)
     target = folder / PRETRAIN_LAYOUTS["medzoo"].csv
     if not target.is_file():
         table = pd.read_csv(folder / "reports.csv")
@@ -235,7 +254,8 @@ class ECAMPDataModule(MedzooDataModule):
         context_probability, p_entity, p_other, p_no_entity, context_stops_at_sentence, low_weight: see
             :class:`~ecamp.text.EntityAwareMasker` and :class:`PretrainDataset`.
         val_fraction, test_fraction: split fractions when the CSV has no split column.
-        synthetic: demo-set settings (n_images, size, seed).
+        synthetic: demo-set settings (n_images, size, seed; optionally finding_contrast and report_style of
+            ``medzoo.synthetic.make_cxr_dataset``).
     """
 
     def __init__(
@@ -254,7 +274,7 @@ class ECAMPDataModule(MedzooDataModule):
         low_weight: float = 0.05,
         val_fraction: float = 0.01,
         test_fraction: float = 0.01,
-        synthetic: dict[str, int] | None = None,
+        synthetic: dict[str, Any] | None = None,
         batch_size: int = 8,
         num_workers: int = 0,
         seed: int = 0,
@@ -705,7 +725,7 @@ class FinetuneDataModule(MedzooDataModule):
         image_size: int = 224,
         label_fraction: float = 1.0,
         class_names: list[str] | None = None,
-        synthetic: dict[str, int] | None = None,
+        synthetic: dict[str, Any] | None = None,
         batch_size: int = 16,
         num_workers: int = 0,
         seed: int = 0,
@@ -736,7 +756,9 @@ class FinetuneDataModule(MedzooDataModule):
             return write_demo_pretraining_set(
                 self.demo_dir() / demo_folder_name("demo", settings), **settings
             )
-        settings = {"n_images": 60, "size": 96, "seed": 0, **self.synthetic}
+        # the mask set has its own size settings; the classification set's generator options do not apply
+        settings = {"n_images": 60, "size": 96, "seed": 0}
+        settings.update({k: v for k, v in self.synthetic.items() if k in settings})
         return write_demo_segmentation_set(
             self.demo_dir() / demo_folder_name("demo-seg", settings), **settings
         )

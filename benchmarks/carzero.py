@@ -9,7 +9,7 @@ interleaved rounds, median; random weights, speed does not depend on them):
      through ``nn.MultiheadAttention``;
    - ``v0.2``: carzero 0.2's batch-first ``nn.MultiheadAttention`` (transposes inside every layer), the
      baseline of issue 20;
-   - ``ours``: carzero 0.3.1's one (B, Q, D) layout; each layer's attention on the side with fewer FLOPs
+   - ``ours``: the installed carzero's (B, Q, D) layout; each layer's attention on the side with fewer FLOPs
      (keys/values projected from the memory with ``scaled_dot_product_attention``, or W_k folded into the
      queries and W_v applied after the weighted sum), the first layer's query-only work once for all memories;
    - ``ours_memory_side`` / ``ours_query_side``: the same with every layer forced to one side (what the
@@ -39,6 +39,7 @@ import contextlib  # noqa: E402
 import torch  # noqa: E402
 from _harness import claim, compare, parse_args, peak_memory_mib, print_table, write_results  # noqa: E402
 
+import carzero  # noqa: E402
 from carzero.models import CARZero, ImageEncoder, SimilarityRepresentation, TextEncoder  # noqa: E402
 
 PAPER_FUSION = {"dim": 768, "depth": 4, "num_heads": 4, "ffn_dim": 1024}
@@ -199,14 +200,15 @@ def main() -> None:
         similarity_rows.append(row)
     largest = similarity_rows[-1]
     size = f"B = {largest['batch_size']}, D {settings['dim']}, {settings['depth']} layers"
-    claims.append(claim(f"fusion S_i2t + S_t2i: 0.2 (batch-first MHA) vs 0.3.1 ({size})",
-                        "carzero 0.2 fusion", "carzero 0.3.1 fusion", largest["v0.2_s"], largest["ours_s"],
+    ours = f"carzero {carzero.__version__}"
+    claims.append(claim(f"fusion S_i2t + S_t2i: 0.2 (batch-first MHA) vs {ours} ({size})",
+                        "carzero 0.2 fusion", f"{ours} fusion", largest["v0.2_s"], largest["ours_s"],
                         "s"))  # fmt: skip
-    claims.append(claim(f"fusion S_i2t + S_t2i time: reference-shaped (sequence-first MHA) vs 0.3.1 ({size})",
-                        "reference-shaped fusion", "carzero 0.3.1 fusion", largest["reference_s"],
+    claims.append(claim(f"fusion S_i2t + S_t2i time: reference-shaped (sequence-first) vs {ours} ({size})",
+                        "reference-shaped fusion", f"{ours} fusion", largest["reference_s"],
                         largest["ours_s"], "s"))  # fmt: skip
     claims.append(claim(f"B x B similarity time: dot product vs CARZero cross-attention ({size})",
-                        "dot product (CLIP-style)", "cross-attention S_i2t + S_t2i (0.3.1)",
+                        "dot product (CLIP-style)", f"cross-attention S_i2t + S_t2i ({ours})",
                         largest["dot_product_s"], largest["ours_s"], "s"))  # fmt: skip
     print(f"B x B fusion (S_i2t + S_t2i), median of {args.repeats} interleaved rounds")
     print_table(similarity_rows)

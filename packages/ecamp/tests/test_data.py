@@ -199,22 +199,30 @@ def test_generator_options_name_their_own_demo_folder():
     assert demo_folder_name("demo", subtle) == "demo-n200-s160-seed0-contrast0.3-entity_only"
 
 
-def test_the_probe_demo_reads_the_pretraining_demo_set():
-    pretraining = {**DEMO_SETTINGS, **_config("demo")["data"]["synthetic"]}
-    probe = {**DEMO_SETTINGS, **_config("finetune_demo")["data"]["synthetic"]}
-    assert demo_folder_name("demo", pretraining) == demo_folder_name("demo", probe)
+def test_the_shipped_demos_read_one_set_in_the_0_2_folder():
+    """demo and finetune_demo read the set of the default generator options, in the folder of 0.2 that the
+    demo and smoke commands of pyproject.toml name."""
+    import re
+
+    pretraining = {**DEMO_SETTINGS, **(_config("demo")["data"].get("synthetic") or {})}
+    probe = {**DEMO_SETTINGS, **(_config("finetune_demo")["data"].get("synthetic") or {})}
+    assert demo_folder_name("demo", pretraining) == demo_folder_name("demo", probe) == "demo-n200-s160-seed0"
+    commands = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    folders = set(re.findall(r"\{cache\}/ecamp/([^/\"]+)/", commands))
+    assert folders == {"demo-n200-s160-seed0"}
 
 
-def test_demo_texts_tell_the_masked_entity_only_through_the_image(tmp_path):
-    """The demo's texts (entity_only reports, no inserted context): every finding is one entity token, and two
-    texts with the same number of findings are the same ids once the entity tokens are removed, so a masked
-    entity cannot be recovered from the rest of the text. The demo's labels and reports at a smaller image
-    size (the tokenizer needs the demo's word counts: a word seen once is split into pieces)."""
+def test_entity_only_texts_tell_the_masked_entity_only_through_the_image(tmp_path):
+    """The opt-in entity_only reports without inserted context (`--data.synthetic '{"report_style":
+    "entity_only"}' --data.context_probability 0`): every finding is one entity token, and two texts with the
+    same number of findings are the same ids once the entity tokens are removed, so a masked entity cannot be
+    recovered from the rest of the text. The demo set's labels and reports at a smaller image size, the demo's
+    text sizes (the tokenizer needs the demo's word counts: a word seen once is split into pieces)."""
     data = _config("demo")["data"]
-    settings = {**DEMO_SETTINGS, **data["synthetic"], "size": 64}
+    settings = {**DEMO_SETTINGS, "report_style": "entity_only", "size": 64}
     root = write_demo_pretraining_set(tmp_path, **settings)
-    sizes = {k: data[k] for k in ("max_length", "vocab_size", "context_probability")}
-    module = ECAMPDataModule(root=root, image_size=128, **sizes)
+    sizes = {k: data[k] for k in ("max_length", "vocab_size")}
+    module = ECAMPDataModule(root=root, image_size=128, context_probability=0.0, **sizes)
     module.setup("fit")
     labels = pd.read_csv(root / "reports.csv").set_index("image")
     frames: dict[int, set[tuple[int, ...]]] = {}
@@ -230,3 +238,21 @@ def test_demo_texts_tell_the_masked_entity_only_through_the_image(tmp_path):
             frame = tuple(t for t, e in zip(report.ids, report.entity, strict=True) if not e)
             frames.setdefault(positives, set()).add(frame)
     assert max(frames) >= 2 and all(len(frame) == 1 for frame in frames.values())
+
+
+def test_the_data_modules_pass_generator_options_to_their_own_set(tmp_path, monkeypatch):
+    """`--data.synthetic` options reach the generator through both data modules, which read one set in the
+    option's own folder; the default set is another folder with other reports."""
+    from ecamp.data import FinetuneDataModule
+
+    monkeypatch.setenv("MEDZOO_CACHE", str(tmp_path))
+    small = {"n_images": 12, "size": 64, "seed": 0}
+    option = {**small, "report_style": "entity_only"}
+    root = ECAMPDataModule(synthetic=option).data_root()
+    assert root.name == "demo-n12-s64-seed0-entity_only"
+    assert FinetuneDataModule(synthetic=option).data_root() == root
+    default = ECAMPDataModule(synthetic=small).data_root()
+    assert default.name == "demo-n12-s64-seed0"
+    reports = pd.read_csv(root / "reports.csv")["report"]
+    assert reports.str.contains("There is").all()
+    assert not reports.equals(pd.read_csv(default / "reports.csv")["report"])

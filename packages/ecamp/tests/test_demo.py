@@ -32,10 +32,11 @@ def probe_auc(run: Path, pretrained: Path | None) -> float:
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,  # only the bar itself may fail; any other error fails the test
-    reason="measured below the bar (README, Results): with entity-only reports and no inserted context the "
-    "text no longer determines a masked entity, yet within the CPU-sized demo pre-training (480 steps) the "
-    "report reconstruction still does not read the image (entity accuracy equal with another image), so the "
-    "encoder gets no semantic signal; 0.3.0 measured +0.075, +0.033, -0.061 on seeds 0, 1, 2",
+    reason="measured below the bar (README, Results): the generated findings are linearly separable from "
+    "the raw pixels (0.847 macro AUROC, as the random encoder's 0.848), and within the CPU-sized demo "
+    "pre-training the report reconstruction does not read the image (entity accuracy equal with another "
+    "image), so the encoder gets no semantic signal and its probe does not beat the random-encoder probe by "
+    "0.1 macro AUROC",
 )
 def test_pretraining_beats_a_random_encoder_under_a_linear_probe(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDZOO_CACHE", str(tmp_path / "cache"))

@@ -10,7 +10,7 @@ from carzero.models import (
     carzero_loss,
 )
 
-__version__ = "0.3.1"
+__version__ = "0.3.2"
 
 __all__ = [
     "MODEL_CONFIGS",

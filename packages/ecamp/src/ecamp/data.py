@@ -203,12 +203,11 @@ def demo_folder_name(prefix: str, settings: dict[str, Any]) -> str:
     """The demo folder of given settings, e.g. ``demo-n200-s160-seed0`` (other settings, other folder); a
     non-default generator option adds itself, e.g. ``demo-n200-s160-seed0-contrast0.2-entity_only``."""
     name = f"{prefix}-n{settings['n_images']}-s{settings['size']}-seed{settings['seed']}"
-    contrast = float(settings.get("finding_contrast", 1.0))
-    if contrast != 1.0:
-        name += f"-contrast{contrast:g}"
-    style = settings.get("report_style", "default")
-    if style != "default":
-        name += f"-{style}"
+    options = {**GENERATOR_DEFAULTS, **{k: v for k, v in settings.items() if k in GENERATOR_DEFAULTS}}
+    if float(options["finding_contrast"]) != GENERATOR_DEFAULTS["finding_contrast"]:
+        name += f"-contrast{float(options['finding_contrast']):g}"
+    if options["report_style"] != GENERATOR_DEFAULTS["report_style"]:
+        name += f"-{options['report_style']}"
     return name
 
 
@@ -226,9 +225,14 @@ def write_demo_pretraining_set(
     from medzoo.synthetic import make_cxr_dataset
 
     if not (folder / "reports.csv").is_file():
-        options = {"finding_contrast": finding_contrast, "report_style": report_style}
-        changed = {k: v for k, v in options.items() if v != GENERATOR_DEFAULTS[k]}  # defaults: the old call
-        make_cxr_dataset(folder, n_images=n_images, size=(size, size), seed=seed, **changed)
+        make_cxr_dataset(
+            folder,
+            n_images=n_images,
+            size=(size, size),
+            seed=seed,
+            finding_contrast=finding_contrast,
+            report_style=report_style,
+        )
     target = folder / PRETRAIN_LAYOUTS["medzoo"].csv
     if not target.is_file():
         table = pd.read_csv(folder / "reports.csv")

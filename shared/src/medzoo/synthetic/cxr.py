@@ -98,7 +98,7 @@ class _Chest:
         shift = rng.normal(0.0, 0.012, 2)
         lung_scale = rng.uniform(0.94, 1.06, 2)
         if "Emphysema" in findings:  # hyperinflated lungs push the diaphragm down
-            lung_scale[1] *= 1.12 if finding_contrast == 1.0 else 1.0 + 0.12 * finding_contrast
+            lung_scale[1] *= 1.0 + 0.12 * finding_contrast  # exactly 1.12 at contrast 1
         self.lungs = {
             side: (
                 (center[0] + shift[0], center[1] + shift[1] + (lung_scale[1] - 1) * 0.15),
@@ -108,7 +108,7 @@ class _Chest:
         }
         heart_width = 0.115 * rng.uniform(0.95, 1.05) * (1.08 if view == "AP" else 1.0)
         if "Cardiomegaly" in findings:
-            heart_width *= 1.55 if finding_contrast == 1.0 else 1.0 + 0.55 * finding_contrast
+            heart_width *= 1.0 + 0.55 * finding_contrast  # exactly 1.55 at contrast 1
         self.heart = ((0.54 + shift[0], 0.63 + shift[1]), (heart_width, 0.105))
 
     def ellipse(

@@ -182,15 +182,15 @@ def test_fit_writes_checkpoints_metrics_and_tensorboard(tmp_path: Path) -> None:
     result = run_cli(tmp_path, "--trainer.max_epochs=2", *OPT)
     ckpts = tmp_path / "checkpoints"
     assert (ckpts / "last.ckpt").is_file()
-    best = sorted(p.name for p in ckpts.glob("best-*.ckpt"))
-    assert len(best) == 1, best
+    best = sorted(p.name for p in ckpts.glob("best*.ckpt"))
+    assert best == ["best.ckpt"], best
     assert result.trainer.checkpoint_callback.monitor == "val/mse"
-    assert Path(result.trainer.checkpoint_callback.best_model_path).name == best[0]
+    assert Path(result.trainer.checkpoint_callback.best_model_path).name == "best.ckpt"
     metrics = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text()
     assert "val/mse" in metrics and "train/loss" in metrics
     assert list((tmp_path / "tensorboard" / "version_0").glob("events.out.tfevents.*"))
     assert (tmp_path / "csv" / "version_0" / "config.yaml").is_file()
-    leftovers = [p.name for p in ckpts.iterdir() if p.name != "last.ckpt" and not p.name.startswith("best-")]
+    leftovers = [p.name for p in ckpts.iterdir() if p.name not in ("last.ckpt", "best.ckpt")]
     assert not leftovers, f"temporary checkpoint files left behind: {leftovers}"
     # The learned weights approach w = (1, 2, 3, 4): training really happened.
     first = torch.load(ckpts / "last.ckpt", weights_only=True, map_location="cpu")
@@ -474,6 +474,49 @@ def test_stage_runs_a_second_lightning_cli_and_help_lists_every_verb(
     text = capsys.readouterr().out
     assert "finetune" in text and "fine-tune the regressor" in text
     assert "zeroshot" in text and "Score images against free-text findings." in text
+
+
+def test_last_follows_every_epoch_after_the_monitor_stops_improving(tmp_path: Path) -> None:
+    """With lr 0 the validation loss never improves after epoch 0: best.ckpt stays at epoch 0 while
+    last.ckpt (what `fit --ckpt_path last` resumes from) is the newest state. Plain Lightning 2.6 leaves
+    last.ckpt at epoch 0."""
+    run_cli(tmp_path, "--trainer.max_epochs=3", "--model.optimizer=torch.optim.SGD", "--model.optimizer.lr=0")
+    ckpts = tmp_path / "checkpoints"
+    last = torch.load(ckpts / "last.ckpt", weights_only=True, map_location="cpu")
+    best = torch.load(ckpts / "best.ckpt", weights_only=True, map_location="cpu")
+    assert (last["epoch"], last["global_step"]) == (2, 18)
+    assert (best["epoch"], best["global_step"]) == (0, 6)
+    resumed = run_cli(tmp_path, "--trainer.max_epochs=4", "--ckpt_path=last", *OPT)
+    assert resumed.trainer.global_step == 24  # continued after epoch 2, not after epoch 0
+
+
+def test_ckpt_path_best_for_lightning_verbs_and_commands(tmp_path: Path) -> None:
+    from medzoo.lightning import resolve_ckpt_path
+
+    # Two epochs that improve val/mse, then two at lr 0 (a cosine over 2 epochs) that cannot: best is
+    # epoch 1, last epoch 3; a resumed run continues after epoch 3.
+    schedule = [
+        "--model.scheduler=medzoo.lightning.WarmupCosineLR",
+        "--model.scheduler.warmup_steps=1",
+        "--model.scheduler.total_steps=2",
+    ]
+    fitted = run_cli(tmp_path, "--trainer.max_epochs=2", *OPT, *schedule)
+    resumed = run_cli(tmp_path, "--trainer.max_epochs=4", "--ckpt_path=last", *OPT, *schedule)
+    assert resumed.trainer.global_step == 24
+    best_path = resolve_ckpt_path("best", tmp_path)
+    assert best_path == tmp_path / "checkpoints" / "best.ckpt"
+    assert torch.load(best_path, weights_only=True)["epoch"] == 1
+    assert torch.load(resolve_ckpt_path("last", tmp_path), weights_only=True)["epoch"] == 3
+    validated = run_cli(tmp_path, "--ckpt_path=best", verb="validate")
+    assert Path(validated.trainer.ckpt_path) == best_path
+    a, b = weights(fitted.model), weights(validated.model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(MedzooDataError, match=r"best.*no such file"):
+        run_cli(tmp_path / "elsewhere", "--ckpt_path=best", verb="validate")
+    moved = tmp_path / "moved"
+    run_cli(moved, "--trainer.max_epochs=1", f"--checkpoint.dirpath={moved / 'ck'}", *OPT)
+    tested = run_cli(moved, "--ckpt_path=best", f"--checkpoint.dirpath={moved / 'ck'}", verb="validate")
+    assert Path(tested.trainer.ckpt_path) == moved / "ck" / "best.ckpt"
 
 
 def test_ckpt_path_last_and_resolve_ckpt_path(tmp_path: Path) -> None:

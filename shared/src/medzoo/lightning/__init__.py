@@ -10,14 +10,16 @@
 - :class:`GatherAccumulator` (``metrics.py``): per-sample outputs gathered across DDP ranks.
 - :class:`WarmupCosineLR`, :func:`follow_trainer` (``schedules.py``): warm-up + cosine, in optimizer steps
   derived from the trainer (``max_epochs``, ``max_steps`` or ``max_time``) when asked to.
-- :class:`AtomicCheckpointIO`, :class:`EpochSeedCallback`, :func:`resolve_ckpt_path` (``trainer.py``).
+- :class:`AtomicCheckpointIO`, :class:`MedzooCheckpoint`, :class:`EpochSeedCallback`,
+  :func:`resolve_ckpt_path` (``trainer.py``).
 - :func:`cli`, :class:`Stage`, :class:`MedzooCLI` (``commandline.py``): ``<pkg> fit|validate|test|predict``
   plus the package's further verbs, all listed by ``<pkg> --help``.
 
 Choices (documented for users of the packages):
 
-- Checkpoints go to ``<trainer.default_root_dir>/checkpoints`` (not into a logger's version folder), so
-  ``--ckpt_path last`` finds the previous run's ``last.ckpt`` in the same folder.
+- Checkpoints go to ``<trainer.default_root_dir>/checkpoints`` (not into a logger's version folder):
+  ``last.ckpt``, the newest state, rewritten every epoch, and ``best.ckpt``, the best on the module's
+  monitor. ``--ckpt_path last`` / ``--ckpt_path best`` name them (``fit --ckpt_path last`` resumes).
 - Logs: ``<root>/csv/version_N/metrics.csv`` and ``<root>/tensorboard/version_N/events.*``; the resolved
   config is saved next to the first logger's files.
 - Checkpoints are loaded with ``torch.load(..., weights_only=True)`` (the CLI sets ``--weights_only true`` for
@@ -34,7 +36,12 @@ from medzoo.lightning.metrics import GatherAccumulator
 from medzoo.lightning.module import MedzooModule
 from medzoo.lightning.predict import PredictionWriter
 from medzoo.lightning.schedules import WarmupCosineLR, follow_trainer, trainer_total_steps
-from medzoo.lightning.trainer import AtomicCheckpointIO, EpochSeedCallback, resolve_ckpt_path
+from medzoo.lightning.trainer import (
+    AtomicCheckpointIO,
+    EpochSeedCallback,
+    MedzooCheckpoint,
+    resolve_ckpt_path,
+)
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -42,6 +49,7 @@ __all__ = [
     "EpochSeededSampler",
     "GatherAccumulator",
     "MedzooCLI",
+    "MedzooCheckpoint",
     "MedzooDataModule",
     "MedzooModule",
     "PredictionWriter",

@@ -16,13 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.plugins import TorchCheckpointIO
 
 from medzoo.errors import MedzooDataError, MedzooError
-from medzoo.lightning.trainer import AtomicCheckpointIO, EpochSeedCallback
+from medzoo.lightning.trainer import (
+    AtomicCheckpointIO,
+    EpochSeedCallback,
+    MedzooCheckpoint,
+    resolve_ckpt_path,
+)
 
 __all__ = ["MedzooCLI", "Stage", "cli", "packaged_configs", "resolve_config_args"]
 
@@ -108,9 +112,10 @@ class Stage:
 class MedzooCLI(LightningCLI):
     """LightningCLI with medzoo's defaults; built by :func:`cli`.
 
-    Adds a ``checkpoint`` ModelCheckpoint (``last`` and the best on the model's ``monitor``; override with
-    ``--checkpoint.monitor`` etc.), CSV + TensorBoard loggers under ``trainer.default_root_dir``, an atomic
-    checkpoint writer and per-epoch reseeding.
+    Adds a ``checkpoint`` :class:`MedzooCheckpoint` (``last.ckpt``, the newest state, and ``best.ckpt``, the
+    best on the model's ``monitor``; override with ``--checkpoint.monitor`` etc.; ``validate``/``test``/
+    ``predict`` take ``--ckpt_path best|last``), CSV + TensorBoard loggers under
+    ``trainer.default_root_dir``, an atomic checkpoint writer and per-epoch reseeding.
     """
 
     def __init__(
@@ -128,7 +133,7 @@ class MedzooCLI(LightningCLI):
             self.config = parser.parse_args(args)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(MedzooCheckpoint, "checkpoint")
         monitor, mode = self._medzoo_monitor
         parser.set_defaults(
             {
@@ -136,7 +141,7 @@ class MedzooCLI(LightningCLI):
                 "checkpoint.mode": mode,
                 "checkpoint.save_last": True,
                 "checkpoint.save_top_k": 1,
-                "checkpoint.filename": "best-{epoch}-{step}",
+                "checkpoint.filename": "best",
             }
         )
 
@@ -152,6 +157,10 @@ class MedzooCLI(LightningCLI):
         root = config.trainer.default_root_dir or os.getcwd()
         if config.get("checkpoint") is not None and config.checkpoint.dirpath is None:
             config.checkpoint.dirpath = os.path.join(root, "checkpoints")
+        # Lightning knows `best` only inside the process that ran `fit`; name the file for a later one.
+        if self.subcommand in ("validate", "test", "predict") and config.get("ckpt_path") == "best":
+            folder = config.checkpoint.dirpath if config.get("checkpoint") is not None else None
+            config.ckpt_path = str(resolve_ckpt_path("best", root, folder))
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         trainer_config = self._get(self.config_init, "trainer", default={})

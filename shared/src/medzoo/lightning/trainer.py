@@ -1,4 +1,5 @@
-"""Trainer plumbing: the atomic checkpoint writer, per-epoch reseeding and checkpoint-path resolution."""
+"""Trainer plumbing: the atomic checkpoint writer, the checkpoint callback, per-epoch reseeding and
+checkpoint-path resolution."""
 
 from __future__ import annotations
 
@@ -12,13 +13,23 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.cloud_io import get_filesystem
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.plugins import TorchCheckpointIO
+from pytorch_lightning.trainer.states import TrainerFn
 
 from medzoo.errors import MedzooDataError
 from medzoo.lightning.data import epoch_seed
 
-__all__ = ["AtomicCheckpointIO", "EpochSeedCallback", "resolve_ckpt_path"]
+__all__ = [
+    "CHECKPOINT_KEYWORDS",
+    "AtomicCheckpointIO",
+    "EpochSeedCallback",
+    "MedzooCheckpoint",
+    "resolve_ckpt_path",
+]
+
+# `--ckpt_path last|best`: the newest state of a run, and the best one on its monitor.
+CHECKPOINT_KEYWORDS = {"last": "last.ckpt", "best": "best.ckpt"}
 
 # A run with --trainer.max_time stores the state of Lightning's Timer (the time already spent) in its
 # checkpoints. `validate`/`test`/`predict` (and a resumed fit without max_time) have no Timer, so Lightning
@@ -57,6 +68,48 @@ def _protocols(fs: Any) -> tuple[str, ...]:
     return (protocol,) if isinstance(protocol, str) else tuple(protocol)
 
 
+class MedzooCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint whose ``last.ckpt`` is the newest state at every save point.
+
+    pytorch-lightning 2.6 rewrites ``last.ckpt`` only at a step where it also wrote a top-k checkpoint. Once
+    the monitor stops improving, ``last.ckpt`` then stays at the best epoch: ``fit --ckpt_path last``
+    restarts from there instead of where the run stopped. Here ``last.ckpt`` follows every save point (every
+    epoch); the best state on the monitor is the top-k file (``best.ckpt`` with medzoo's default filename),
+    which ``--ckpt_path best`` names.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._last_written_step: int | None = None
+
+    def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
+        super()._save_last_checkpoint(trainer, monitor_candidates)
+        if self.save_last:
+            self._last_written_step = trainer.global_step
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def _refresh_last(self, trainer: pl.Trainer) -> None:
+        """Writes ``last.ckpt`` unless Lightning already wrote it at this step (or must not write at all)."""
+        skip = (
+            not self.save_last
+            or bool(trainer.fast_dev_run)
+            or trainer.sanity_checking
+            or trainer.state.fn != TrainerFn.FITTING
+            or self._last_written_step == trainer.global_step
+        )
+        if not skip:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 class EpochSeedCallback(Callback):
     """Reseeds torch, numpy and ``random`` at the start of every training epoch from ``(seed, epoch)``.
 
@@ -75,17 +128,26 @@ class EpochSeedCallback(Callback):
         torch.manual_seed(value)
 
 
-def resolve_ckpt_path(ckpt_path: str | os.PathLike, root_dir: str | os.PathLike = ".") -> Path:
-    """A checkpoint path from the command line; ``last`` means ``<root_dir>/checkpoints/last.ckpt``.
+def resolve_ckpt_path(
+    ckpt_path: str | os.PathLike,
+    root_dir: str | os.PathLike = ".",
+    checkpoint_dir: str | os.PathLike | None = None,
+) -> Path:
+    """A checkpoint path from the command line: ``last`` means ``<root_dir>/checkpoints/last.ckpt`` (the
+    newest state of the run), ``best`` ``<root_dir>/checkpoints/best.ckpt`` (the best on the run's monitor);
+    ``checkpoint_dir`` replaces ``<root_dir>/checkpoints`` (a run with ``--checkpoint.dirpath``).
 
     Raises:
         MedzooDataError: the resolved file does not exist.
     """
-    path = Path(root_dir) / "checkpoints" / "last.ckpt" if str(ckpt_path) == "last" else Path(ckpt_path)
+    keyword = CHECKPOINT_KEYWORDS.get(str(ckpt_path))
+    folder = Path(root_dir) / "checkpoints" if checkpoint_dir is None else Path(checkpoint_dir)
+    path = folder / keyword if keyword else Path(ckpt_path)
     if not path.is_file():
         raise MedzooDataError(
             f"--ckpt_path {ckpt_path}",
             f"no such file ({path})",
-            "a checkpoint written by `fit`, or `last` for <default_root_dir>/checkpoints/last.ckpt",
+            "a checkpoint written by `fit`, `best` for <default_root_dir>/checkpoints/best.ckpt (the best "
+            "epoch on the monitor) or `last` for <default_root_dir>/checkpoints/last.ckpt (the newest)",
         )
     return path

@@ -49,11 +49,11 @@ def run(tmp_path_factory) -> Path:
 
 def test_fit_checkpoint_reloads_identically(run, monkeypatch):
     monkeypatch.chdir(run)
-    module, data = load_checkpoint("last", Path("runs/hfc-attack-demo"))
-    raw = torch.load("runs/hfc-attack-demo/checkpoints/last.ckpt", weights_only=True)
+    module, data = load_checkpoint("best", Path("runs/hfc-attack-demo"))
+    raw = torch.load("runs/hfc-attack-demo/checkpoints/best.ckpt", weights_only=True)
     assert data.image_size == (32, 32) and data.demo_images == 40
     x = torch.rand(2, 3, 32, 32)
-    again, _ = load_checkpoint("runs/hfc-attack-demo/checkpoints/last.ckpt", Path("."))
+    again, _ = load_checkpoint("runs/hfc-attack-demo/checkpoints/best.ckpt", Path("."))
     torch.testing.assert_close(module(x), again(x))
     torch.testing.assert_close(
         module.state_dict()["model.net.fc.weight"], raw["state_dict"]["model.net.fc.weight"]
@@ -63,10 +63,10 @@ def test_fit_checkpoint_reloads_identically(run, monkeypatch):
 def test_test_and_predict_round_trip(run, monkeypatch):
     monkeypatch.chdir(run)
     main(
-        ["test", "--config", "demo", "--ckpt_path", "last", "--trainer.enable_progress_bar", "false", *SMALL]
+        ["test", "--config", "demo", "--ckpt_path", "best", "--trainer.enable_progress_bar", "false", *SMALL]
     )
     images = next((run / "cache").rglob("test/NORMAL"))
-    main(["predict", "--config", "demo", "--ckpt_path", "last", "--data.predict_root", str(images), *SMALL])
+    main(["predict", "--config", "demo", "--ckpt_path", "best", "--data.predict_root", str(images), *SMALL])
     out = run / "runs/hfc-attack-demo/predictions"
     summary = pd.read_csv(out / "summary.csv")
     assert len(summary) == len(list(images.iterdir()))

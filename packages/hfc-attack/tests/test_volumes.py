@@ -163,7 +163,7 @@ def test_cli_volume_demo_fit_attack_predict(tmp_path, monkeypatch):
     quiet = ["--trainer.enable_progress_bar", "false"]
     main(["fit", "--config", "volume_demo", "--trainer.max_steps", "2", *quiet, *small])
     run = Path("runs/hfc-attack-volume_demo")
-    assert (run / "checkpoints/last.ckpt").is_file()
+    assert (run / "checkpoints/last.ckpt").is_file() and (run / "checkpoints/best.ckpt").is_file()
     main(
         ["attack", "--attack", "bim", "--eps", "8", "--steps", "2", "--split", "test", "--root_dir", str(run)]
     )
@@ -183,7 +183,7 @@ def test_cli_volume_demo_fit_attack_predict(tmp_path, monkeypatch):
             "--config",
             "volume_demo",
             "--ckpt_path",
-            "last",
+            "best",
             "--data.predict_root",
             str(volumes),
             *small,

@@ -9,7 +9,7 @@ from hfc_attack.gmm import ClassConditionalGMMs, fit_class_gmms
 from hfc_attack.models import MODEL_CONFIGS, FeatureExtractor, GaussianMixture, HFCLoss, NormalizedClassifier
 from medzoo.models import build_model
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"
 
 __all__ = [
     "ATTACKS",

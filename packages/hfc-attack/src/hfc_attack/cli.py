@@ -4,7 +4,7 @@ attack; ``fit-gmm``, ``attack``, ``fit-detectors`` and ``evaluate`` run the HFC 
 Examples (the demo, CPU, offline)::
 
     hfc-attack fit --config demo                                   # the classifier ("train-classifier")
-    hfc-attack fit-gmm --ckpt_path last                            # runs/hfc-attack-demo/gmm.npz
+    hfc-attack fit-gmm --ckpt_path best                            # runs/hfc-attack-demo/gmm.npz
     hfc-attack attack --attack bim --eps 2 --split train           # detectors learn plain BIM
     hfc-attack attack --attack bim --eps 2 --split test
     hfc-attack attack --attack bim --eps 2 --split test --hfc true
@@ -84,7 +84,7 @@ def _predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int) -> t
 
 
 def fit_gmm(
-    ckpt_path: str = "last",
+    ckpt_path: str = "best",
     root_dir: Path = DEMO_ROOT,
     data_root: Path | None = None,
     output: Path | None = None,
@@ -98,7 +98,8 @@ def fit_gmm(
     """Fit per-class, per-layer Bayesian GMMs on the clean features of correctly classified training images.
 
     Args:
-        ckpt_path: a `fit` checkpoint, or `last` for <root_dir>/checkpoints/last.ckpt.
+        ckpt_path: a `fit` checkpoint, `best` (<root_dir>/checkpoints/best.ckpt, the best validation
+            epoch) or `last` (<root_dir>/checkpoints/last.ckpt, the newest).
         root_dir: the run folder (the config's trainer.default_root_dir).
         data_root: dataset folder replacing the one recorded in the checkpoint.
         output: the npz to write (default <root_dir>/gmm.npz); arrays only, read without pickle.
@@ -132,7 +133,7 @@ def attack(
     targeted: bool = False,
     gmm: Path | None = None,
     split: str = "test",
-    ckpt_path: str = "last",
+    ckpt_path: str = "best",
     root_dir: Path = DEMO_ROOT,
     data_root: Path | None = None,
     output_dir: Path | None = None,
@@ -153,7 +154,8 @@ def attack(
         targeted: plain attacks: descend CE toward the other class instead of ascending CE.
         gmm: mixtures written by `fit-gmm` (default <root_dir>/gmm.npz).
         split: train, val or test.
-        ckpt_path: a `fit` checkpoint, or `last`.
+        ckpt_path: a `fit` checkpoint, `best` (<root_dir>/checkpoints/best.ckpt, the best validation
+            epoch) or `last` (<root_dir>/checkpoints/last.ckpt, the newest).
         root_dir: the run folder.
         data_root: dataset folder replacing the one recorded in the checkpoint.
         output_dir: default <root_dir>/attacks/<attack>[_hfc]-eps<eps>/<split>.
@@ -248,7 +250,7 @@ def _split_of(attack_dir: Path) -> str:
 def fit_detectors(
     attack_dir: Path,
     detectors: list[str] = ["kd", "lid", "mahalanobis", "svm", "dnn", "bu", "kd_bu"],  # noqa: B006
-    ckpt_path: str = "last",
+    ckpt_path: str = "best",
     root_dir: Path = DEMO_ROOT,
     data_root: Path | None = None,
     output: Path | None = None,
@@ -262,7 +264,8 @@ def fit_detectors(
         attack_dir: a folder written by `attack` (e.g. .../attacks/bim-eps2/train); the detectors learn its
             successful adversarials of correctly classified images against the same clean images.
         detectors: names among kd, lid, mahalanobis, svm, dnn, bu, kd_bu.
-        ckpt_path: a `fit` checkpoint, or `last`.
+        ckpt_path: a `fit` checkpoint, `best` (<root_dir>/checkpoints/best.ckpt, the best validation
+            epoch) or `last` (<root_dir>/checkpoints/last.ckpt, the newest).
         root_dir: the run folder.
         data_root: dataset folder replacing the one recorded in the checkpoint.
         output: the npz to write (default <root_dir>/detectors.npz); arrays only.
@@ -300,7 +303,7 @@ def fit_detectors(
 def evaluate(
     attack_dirs: list[Path],
     detectors: Path | None = None,
-    ckpt_path: str = "last",
+    ckpt_path: str = "best",
     root_dir: Path = DEMO_ROOT,
     data_root: Path | None = None,
     output_dir: Path | None = None,
@@ -317,7 +320,8 @@ def evaluate(
     Args:
         attack_dirs: folders written by `attack` (e.g. .../attacks/bim-eps2/test), one per attack.
         detectors: the npz of `fit-detectors` (default <root_dir>/detectors.npz).
-        ckpt_path: a `fit` checkpoint, or `last`.
+        ckpt_path: a `fit` checkpoint, `best` (<root_dir>/checkpoints/best.ckpt, the best validation
+            epoch) or `last` (<root_dir>/checkpoints/last.ckpt, the newest).
         root_dir: the run folder.
         data_root: dataset folder replacing the one recorded in the checkpoint.
         output_dir: default <root_dir>.

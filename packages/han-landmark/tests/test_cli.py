@@ -41,17 +41,17 @@ def test_cli_round_trip_fit_test_predict(tmp_path):
     data, runs = tmp_path / "phantoms", tmp_path / "runs"
     common = _common(data, runs)
     main(["fit", *common, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"])
-    last = runs / "checkpoints" / "last.ckpt"
-    assert last.is_file() and list((runs / "checkpoints").glob("best-*.ckpt"))
+    best = runs / "checkpoints" / "best.ckpt"  # the best validation epoch, which test/predict/export score
+    assert (runs / "checkpoints" / "last.ckpt").is_file() and best.is_file()
     assert (data / "landmarks.csv").is_file()  # the demo generated its phantoms into the empty root
-    restored = HANLandmarkModule.load_from_checkpoint(last, weights_only=True)
+    restored = HANLandmarkModule.load_from_checkpoint(best, weights_only=True)
     assert restored.model.num_landmarks == 6 and restored.loss_weights == (1000.0, 3000.0, 3000.0)
 
-    main(["test", *common, "--ckpt_path", str(last)])
+    main(["test", *common, "--ckpt_path", str(best)])
     metrics = pd.concat(pd.read_csv(p) for p in (runs / "csv").glob("version_*/metrics.csv"))
     assert metrics["test/mre_px"].notna().any() and metrics["val/mre"].notna().any()
 
-    main(["predict", *common, "--ckpt_path", str(last), "--data.predict_root", str(data / "images")])
+    main(["predict", *common, "--ckpt_path", str(best), "--data.predict_root", str(data / "images")])
     out = runs / "predictions"
     images = sorted((data / "images").glob("*.png"))
     assert len(images) == 8
@@ -75,7 +75,7 @@ def test_cli_round_trip_fit_test_predict(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     export_dir = tmp_path / "export"
     shape = ["--input_size", "[64, 64]", "--keep_aspect", "false", "--padding", "1.0"]
-    onnx_path = _export(last, "onnx", export_dir, shape)
+    onnx_path = _export(best, "onnx", export_dir, shape)
     contract = json.loads((export_dir / "han_landmark.json").read_text())
     assert contract["input"]["shape"] == [1, 3, 64, 64] and contract["input"]["keep_aspect"] is False
     assert [o["stride"] for o in contract["outputs"]] == [4, 2, 1]
@@ -94,13 +94,13 @@ def test_cli_round_trip_fit_test_predict(tmp_path):
     table = pd.read_csv(out / f"{images[0].stem}.csv")
     np.testing.assert_allclose(coords[0].numpy(), table[["x", "y"]].to_numpy(), atol=1e-3)
     # safetensors: the weights rebuild the same network
-    weights = load_weights(_export(last, "safetensors", export_dir, shape))
+    weights = load_weights(_export(best, "safetensors", export_dir, shape))
     rebuilt = create_model("tiny", num_landmarks=6)
     rebuilt.load_state_dict(weights)
     with torch.no_grad():
         torch.testing.assert_close(rebuilt.eval()(item["image"][None])[2], torch_out[2])
     with pytest.raises(MedzooDataError, match="--input_size"):
-        main(["export", "--ckpt_path", str(last), "--output_dir", str(export_dir)])
+        main(["export", "--ckpt_path", str(best), "--output_dir", str(export_dir)])
 
 
 def _export(ckpt: Path, fmt: str, output_dir: Path, shape: list[str]) -> Path:
@@ -160,7 +160,7 @@ def test_cli_labelme_two_annotators_fixed_split_fit_and_test_report(tmp_path):
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
     ]  # fmt: skip
     main(["fit", *args, "--trainer.max_epochs", "1"])
-    main(["test", *args, "--ckpt_path", str(runs / "checkpoints" / "last.ckpt")])
+    main(["test", *args, "--ckpt_path", str(runs / "checkpoints" / "best.ckpt")])
     metrics = pd.concat(pd.read_csv(p) for p in (runs / "csv").glob("version_*/metrics.csv"))
     for name in ("test/mre_px", "test/mre_px_median", "test/mre_px_std", "test/sdr_20px_scaled"):
         assert metrics[name].notna().any(), name

@@ -1,4 +1,4 @@
-"""The demo's target, as a new user runs it: `han-landmark fit --config demo` then `test --ckpt_path last`.
+"""The demo's target, as a new user runs it: `han-landmark fit --config demo` then `test --ckpt_path best`.
 
 Slow (a few CPU minutes): ``OMP_NUM_THREADS=1 pytest -m slow packages/han-landmark/tests/test_demo.py``.
 The bar: the test-split MRE of the trained tiny HAN is below half the MRE of the mean training shape (the
@@ -23,7 +23,7 @@ def test_demo_learns_landmarks_far_better_than_the_mean_shape(tmp_path: Path, mo
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MEDZOO_CACHE", str(tmp_path / "cache"))
     main(["fit", "--config", "demo", "--trainer.enable_progress_bar=false"])
-    main(["test", "--config", "demo", "--ckpt_path", "last", "--trainer.enable_progress_bar=false"])
+    main(["test", "--config", "demo", "--ckpt_path", "best", "--trainer.enable_progress_bar=false"])
     runs = tmp_path / "runs" / "han-landmark-demo"
     metrics = pd.concat(pd.read_csv(p) for p in sorted((runs / "csv").glob("version_*/metrics.csv")))
     test_mre = float(metrics["test/mre_px"].dropna().iloc[-1])

@@ -8,7 +8,7 @@ from han_landmark.models import (
     han_tiny,
 )
 
-__version__ = "0.3.0"
+__version__ = "0.3.1"
 
 __all__ = [
     "BiLevelRoutingAttention",

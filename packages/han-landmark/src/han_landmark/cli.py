@@ -3,10 +3,11 @@
 Examples::
 
     han-landmark fit --config demo                       # synthetic phantoms, CPU, a few minutes
-    han-landmark test --config demo --ckpt_path last     # runs/han-landmark-demo/checkpoints/last.ckpt
-    han-landmark predict --config demo --ckpt_path last --data.predict_root my_xrays/
+    han-landmark test --config demo --ckpt_path best     # runs/han-landmark-demo/checkpoints/best.ckpt
+    han-landmark predict --config demo --ckpt_path best --data.predict_root my_xrays/
     han-landmark fit --config paper --data.root /data/ISBI2015
-    han-landmark export --ckpt_path last --input_size "[128, 128]" --keep_aspect false --padding 1
+    han-landmark fit --config paper --data.root /data/ISBI2015 --ckpt_path last   # resume (newest state)
+    han-landmark export --ckpt_path best --input_size "[128, 128]" --keep_aspect false --padding 1
 
 ``predict`` writes per-image CSV/JSON/overlay PNGs and ``summary.csv`` into
 ``<trainer.default_root_dir>/predictions/``; ``export`` writes ``han_landmark.onnx`` (or
@@ -92,7 +93,7 @@ def export_contract(
 
 
 def export(
-    ckpt_path: str = "last",
+    ckpt_path: str = "best",
     format: Literal["onnx", "safetensors"] = "onnx",
     input_size: list[int] | None = None,
     keep_aspect: bool = True,
@@ -104,7 +105,8 @@ def export(
     """Export a trained HAN for deployment: an ONNX graph or safetensors weights, with a JSON contract.
 
     Args:
-        ckpt_path: checkpoint written by `han-landmark fit`, or `last` for <root_dir>/checkpoints/last.ckpt.
+        ckpt_path: checkpoint written by `han-landmark fit`, `best` (<root_dir>/checkpoints/best.ckpt, the
+            best validation epoch) or `last` (<root_dir>/checkpoints/last.ckpt, the newest).
         format: `onnx` (the network, image -> three heatmaps, for onnxruntime) or `safetensors` (the module's
             weights; rebuild with `create_model(variant, num_landmarks=K, **overrides)`).
         input_size: [H, W] of the network input the model was trained with (the config's data.input_size),
@@ -114,7 +116,8 @@ def export(
             `paper` true and 1.25; `demo` and `chest` false and 1); written into the contract.
         output_dir: folder written atomically: han_landmark.onnx or han_landmark.safetensors, and
             han_landmark.json (input shape, pre-processing, outputs, decoding).
-        root_dir: the run folder that `--ckpt_path last` refers to (the config's trainer.default_root_dir).
+        root_dir: the run folder that `--ckpt_path best|last` refers to (the config's
+            trainer.default_root_dir).
         opset: ONNX opset.
 
     Returns:

@@ -243,10 +243,11 @@ def test_cli_round_trip_pretrain_then_finetune(tmp_path, demo_cache):
         "--trainer.enable_progress_bar=false",
     ]
     main(["fit", "--config", "demo", f"--trainer.default_root_dir={pre_root}", *common])
-    last = pre_root / "checkpoints" / "last.ckpt"
-    assert last.is_file() and (demo_cache / "hyspark" / "synthetic-ct-6-0" / "dataset.json").is_file()
+    best = pre_root / "checkpoints" / "best.ckpt"
+    assert (pre_root / "checkpoints" / "last.ckpt").is_file() and best.is_file()
+    assert (demo_cache / "hyspark" / "synthetic-ct-6-0" / "dataset.json").is_file()
 
-    main(["predict", "--config", "demo", f"--trainer.default_root_dir={pre_root}", "--ckpt_path=last"])
+    main(["predict", "--config", "demo", f"--trainer.default_root_dir={pre_root}", "--ckpt_path=best"])
     (png,) = (pre_root / "predictions").glob("*_reconstruction.png")
     panels = np.asarray(Image.open(png))
     assert panels.dtype == np.uint8 and panels.shape == (32, 96)  # input | masked | reconstruction
@@ -255,12 +256,12 @@ def test_cli_round_trip_pretrain_then_finetune(tmp_path, demo_cache):
 
     cli = main(
         ["finetune", "fit", "--config", "finetune_demo", f"--trainer.default_root_dir={ft_root}",
-         f"--model.pretrained={last}", *common]
+         f"--model.pretrained={best}", *common]
     )  # fmt: skip
     assert cli.model.model.encoder.stem.weight.shape == (8, 1, 3, 3, 3)
-    ft_last = ft_root / "checkpoints" / "last.ckpt"
+    ft_best = ft_root / "checkpoints" / "best.ckpt"
     main(["finetune", "predict", "--config", "finetune_demo", f"--trainer.default_root_dir={ft_root}",
-          f"--ckpt_path={ft_last}"])  # fmt: skip
+          f"--ckpt_path={ft_best}"])  # fmt: skip
     (mask_path,) = (ft_root / "predictions").glob("*_seg.nii.gz")
     case = mask_path.name.replace("_seg.nii.gz", ".nii.gz")
     source = nib.load(str(demo_cache / "hyspark" / "synthetic-ct-6-0" / "imagesTr" / case))
@@ -283,10 +284,10 @@ def test_cli_round_trip_pretrain_then_finetune(tmp_path, demo_cache):
     # finetune test needs a labelled test set; with one, test/dice is logged (here: the demo set itself).
     with pytest.raises(MedzooDataError, match="test_root"):
         main(["finetune", "test", "--config", "finetune_demo", f"--trainer.default_root_dir={ft_root}",
-              "--ckpt_path=last"])  # fmt: skip
+              "--ckpt_path=best"])  # fmt: skip
     tested = main(
         ["finetune", "test", "--config", "finetune_demo", f"--trainer.default_root_dir={ft_root}",
-         "--ckpt_path=last", f"--data.test_root={demo_cache / 'hyspark' / 'synthetic-ct-6-0'}",
+         "--ckpt_path=best", f"--data.test_root={demo_cache / 'hyspark' / 'synthetic-ct-6-0'}",
          "--trainer.limit_test_batches=2"]
     )  # fmt: skip
     assert 0.0 <= tested.trainer.callback_metrics["test/dice"] <= 1.0

@@ -15,7 +15,7 @@ from hyspark.models import (
     spconv_available,
 )
 
-__version__ = "0.4.0"
+__version__ = "0.4.1"
 
 __all__ = [
     "HySparK",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -35,17 +36,19 @@ def test_cli_round_trip_segmentor_fit_test_predict(tmp_path):
     data = tmp_path / "demo"
     seg_runs, runs = tmp_path / "seg", tmp_path / "apple"
     main(["train-segmentor", "fit", "--config", "train_segmentor_demo", *_common(data, seg_runs)])
-    seg_ckpt = seg_runs / "checkpoints" / "last.ckpt"
+    seg_ckpt = seg_runs / "checkpoints" / "best.ckpt"
     assert seg_ckpt.is_file() and (data / "metadata.csv").is_file()
     before = load_segmentor_state(seg_ckpt)
 
     common = [*_common(data, runs), "--model.segmentor_ckpt", str(seg_ckpt)]
     main(["fit", "--config", "demo", *common])
-    last = runs / "checkpoints" / "last.ckpt"
-    after = load_segmentor_state(last)
-    # the deployed segmentor is bit-identical after APPLE training (batch-norm statistics included)
-    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
-    state = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
+    best = runs / "checkpoints" / "best.ckpt"
+    # the deployed segmentor is bit-identical after APPLE training (batch-norm statistics included), in the
+    # checkpoint that is scored (best) and in the newest state (last)
+    for saved in (best, runs / "checkpoints" / "last.ckpt"):
+        after = load_segmentor_state(saved)
+        assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     assert any(k.startswith("model.perturbers.0") for k in state) and any(
         k.startswith("probe.") for k in state
     )
@@ -55,7 +58,7 @@ def test_cli_round_trip_segmentor_fit_test_predict(tmp_path):
         if k.startswith("model.perturbers.0.out")
     )
 
-    main(["test", "--config", "demo", *common, "--ckpt_path", "last"])
+    main(["test", "--config", "demo", *common, "--ckpt_path", "best"])
     report = json.loads((runs / "fairness" / "fairness_report.json").read_text())
     assert report["num_samples"] == 6 and set(report) >= {"baseline", "apple", "attribute_leakage"}
     assert set(report["attribute_leakage"]) == {
@@ -79,7 +82,7 @@ def test_cli_round_trip_segmentor_fit_test_predict(tmp_path):
             "demo",
             *common,
             "--ckpt_path",
-            "last",
+            "best",
             "--data.predict_root",
             str(images),
             "--model.mask_format",
@@ -93,6 +96,38 @@ def test_cli_round_trip_segmentor_fit_test_predict(tmp_path):
     assert mask.shape == (32, 32) and set(mask.ravel().tolist()) <= {0, 1}
     volume = read_volume(out / "case_0000_mask.nii.gz")
     assert torch.equal(torch.as_tensor(volume.array[:, :, 0].T.astype("uint8")), torch.as_tensor(mask))
+
+
+def test_fit_trains_the_missing_segmentor_where_train_segmentor_test_best_reads_it(tmp_path):
+    import yaml
+
+    configs = Path(__file__).parents[1] / "src" / "apple_fairness" / "configs"
+    demo = yaml.safe_load((configs / "demo.yaml").read_text())
+    stage1 = yaml.safe_load((configs / "train_segmentor_demo.yaml").read_text())
+    # the demo freezes the best checkpoint of `train-segmentor fit --config train_segmentor_demo`
+    root = stage1["trainer"]["default_root_dir"]
+    assert demo["model"]["segmentor_ckpt"] == f"{root}/checkpoints/best.ckpt"
+
+    data = tmp_path / "demo"
+    seg_runs, runs = tmp_path / "seg", tmp_path / "apple"
+    seg_ckpt = seg_runs / "checkpoints" / "best.ckpt"
+    seg_args = ["--model.segmentor_ckpt", str(seg_ckpt), "--model.segmentor_epochs", "1"]
+    main(["fit", "--config", "demo", *_common(data, runs), *seg_args])
+    assert seg_ckpt.is_file()
+    # the shipped demo's last command: the baseline's report from the segmentor that `fit` trained
+    main(
+        [
+            "train-segmentor",
+            "test",
+            "--config",
+            "train_segmentor_demo",
+            *_common(data, seg_runs),
+            "--ckpt_path",
+            "best",
+        ]
+    )
+    report = json.loads((seg_runs / "fairness" / "fairness_report.json").read_text())
+    assert report["num_samples"] == 6
 
 
 def test_fit_stops_when_the_segmentor_changes():

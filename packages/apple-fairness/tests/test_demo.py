@@ -43,7 +43,7 @@ def test_demo_target(tmp_path, monkeypatch):
             *quiet,
         ]
     )
-    seg_ckpt = seg_runs / "checkpoints" / "last.ckpt"
+    seg_ckpt = seg_runs / "checkpoints" / "best.ckpt"
     apple = [
         "--config",
         "demo",
@@ -53,7 +53,7 @@ def test_demo_target(tmp_path, monkeypatch):
         str(seg_ckpt),
     ]
     main(["fit", *apple, *quiet])
-    main(["test", *apple, "--ckpt_path", "last", *quiet])
+    main(["test", *apple, "--ckpt_path", "best", *quiet])
 
     report = json.loads((runs / "fairness" / "fairness_report.json").read_text())
     baseline, after = report["baseline"]["dice"], report["apple"]["dice"]
@@ -67,5 +67,6 @@ def test_demo_target(tmp_path, monkeypatch):
     )
     assert after["overall"] >= baseline["overall"] - DICE_MARGIN
     before_state = load_segmentor_state(seg_ckpt)
-    after_state = load_segmentor_state(runs / "checkpoints" / "last.ckpt")
-    assert all(torch.equal(before_state[k], after_state[k]) for k in before_state)
+    for saved in ("best.ckpt", "last.ckpt"):  # the scored state and the newest
+        after_state = load_segmentor_state(runs / "checkpoints" / saved)
+        assert all(torch.equal(before_state[k], after_state[k]) for k in before_state)

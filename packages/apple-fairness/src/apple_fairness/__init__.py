@@ -16,7 +16,7 @@ from apple_fairness.models import (
     create_segmentor,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"
 
 __all__ = [
     "APPLE",

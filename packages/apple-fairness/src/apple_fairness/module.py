@@ -241,10 +241,11 @@ class APPLEModule(_FairnessReportMixin, MedzooModule):
         probe_lr: Adam learning rate of those fresh discriminators.
         train_missing_segmentor: when ``segmentor_ckpt`` names a file that does not exist yet, ``fit`` first
             trains the baseline segmentor exactly as ``train-segmentor fit`` would (``SegmentorModule``,
-            Dice + CE, AdamW ``segmentor_lr``, ``segmentor_epochs`` epochs, on the same data), writes it to
-            ``segmentor_ckpt`` and freezes it; APPLE then trains on it. Off by default (``paper``): a deployed
-            segmentor is the input of APPLE, not its product. On in ``demo``, so that ``fit --config demo``
-            runs alone on a fresh machine. Single-process only.
+            Dice + CE, AdamW ``segmentor_lr``, ``segmentor_epochs`` epochs, on the same data), writes its
+            final epoch's weights to ``segmentor_ckpt`` (the demo's ``.../checkpoints/best.ckpt``, where
+            ``train-segmentor test --ckpt_path best`` then finds it) and freezes it; APPLE then trains on
+            it. Off by default (``paper``): a deployed segmentor is the input of APPLE, not its product. On
+            in ``demo``, so that ``fit --config demo`` runs alone on a fresh machine. Single-process only.
         segmentor_epochs, segmentor_lr: that baseline training's length and learning rate.
         mask_format: ``predict`` output format (``png``, ``nifti``, ``both``).
         report_dir: where ``test`` writes the report; default ``<default_root_dir>/fairness``.

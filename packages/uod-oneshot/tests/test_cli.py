@@ -44,18 +44,18 @@ def test_cli_pipeline_round_trip(tmp_path, monkeypatch):
     data = ["--data.domains", _domains(tmp_path), "--data.input_size", "96", "--data.val_fraction", "0.2"]
     main(["ssl", "fit", "--config", "ssl_demo", *data, "--data.crop_size", "64",
           "--trainer.default_root_dir", str(ssl_root), *STEPS, *QUIET])  # fmt: skip
-    last = ssl_root / "checkpoints" / "last.ckpt"
-    assert last.is_file()
-    restored = UODSSLModule.load_from_checkpoint(last, weights_only=True)
+    best = ssl_root / "checkpoints" / "best.ckpt"  # the best validation epoch, which the verbs reuse
+    assert (ssl_root / "checkpoints" / "last.ckpt").is_file() and best.is_file()
+    restored = UODSSLModule.load_from_checkpoint(best, weights_only=True)
     assert restored.crop_net is not None and restored.num_domains == 2
 
     choice = main(
-        ["pick-template", "--ckpt_path", "last", "--root_dir", str(ssl_root), "--accelerator", "cpu"]
+        ["pick-template", "--ckpt_path", "best", "--root_dir", str(ssl_root), "--accelerator", "cpu"]
     )
     assert set(choice) == {"a", "b"} and all(c["template"].endswith(".png") for c in choice.values())
 
     summary = main(
-        ["pseudo-label", "--ckpt_path", str(last), "--root_dir", str(ssl_root), "--accelerator", "cpu"]
+        ["pseudo-label", "--ckpt_path", str(best), "--root_dir", str(ssl_root), "--accelerator", "cpu"]
     )
     labels = ssl_root / "pseudo_labels"
     table = read_landmark_csv(labels / "a.csv")
@@ -71,11 +71,11 @@ def test_cli_pipeline_round_trip(tmp_path, monkeypatch):
 
     common = ["--config", "demo", *data, "--trainer.default_root_dir", str(datr_root), *QUIET]
     main(["fit", *common, "--data.pseudo_labels", str(labels), *STEPS])
-    ckpt = datr_root / "checkpoints" / "last.ckpt"
+    ckpt = datr_root / "checkpoints" / "best.ckpt"
     model = DATRModule.load_from_checkpoint(ckpt, weights_only=True)
     assert model.num_landmarks == [6, 8] and model.domain_names == ["a", "b"]
 
-    main(["test", *common, "--ckpt_path", "last"])
+    main(["test", *common, "--ckpt_path", "best"])
     metrics = pd.concat(pd.read_csv(p) for p in (datr_root / "csv").glob("version_*/metrics.csv"))
     for name in ("a", "b"):
         assert metrics[f"test/{name}/mre_px"].notna().any()
@@ -126,13 +126,13 @@ def test_mismatched_landmark_counts_between_model_and_data(tmp_path, monkeypatch
 def test_pseudo_label_without_checkpoint_is_a_one_line_error(tmp_path):
     code = "from uod_oneshot.cli import main; main()"
     result = subprocess.run(
-        [sys.executable, "-c", code, "pseudo-label", "--ckpt_path", "last", "--root_dir", str(tmp_path)],
+        [sys.executable, "-c", code, "pseudo-label", "--ckpt_path", "best", "--root_dir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 1
-    assert "last.ckpt" in result.stderr and "Traceback" not in result.stderr
+    assert "best.ckpt" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_help_lists_the_extra_verbs():

@@ -27,7 +27,7 @@ def test_demo_pipeline_reaches_the_target(tmp_path, monkeypatch):
     ssl_root, datr_root = tmp_path / "ssl", tmp_path / "datr"
     start, cpu = time.perf_counter(), time.process_time()
     main(["ssl", "fit", "--config", "ssl_demo", "--trainer.default_root_dir", str(ssl_root), *quiet])
-    main(["pseudo-label", "--ckpt_path", "last", "--root_dir", str(ssl_root), "--accelerator", "cpu"])
+    main(["pseudo-label", "--ckpt_path", "best", "--root_dir", str(ssl_root), "--accelerator", "cpu"])
     summary = json.loads((ssl_root / "pseudo_labels" / "summary.json").read_text())
     labels = str(ssl_root / "pseudo_labels")
     main(["fit", "--config", "demo", "--trainer.default_root_dir", str(datr_root),
@@ -40,7 +40,7 @@ def test_demo_pipeline_reaches_the_target(tmp_path, monkeypatch):
             "--trainer.default_root_dir",
             str(datr_root),
             "--ckpt_path",
-            "last",
+            "best",
             *quiet,
         ]
     )

@@ -32,7 +32,7 @@ def test_shenzhen_one_shot_pseudo_labels(shared_data, tmp_path):
           "--data.input_size", "128", "--data.crop_size", "96", "--data.test_fraction", "0.0",
           "--data.val_fraction", "0.1", "--data.batch_size", "5", "--trainer.max_epochs", str(EPOCHS),
           "--trainer.default_root_dir", str(runs), "--trainer.enable_progress_bar", "false"])  # fmt: skip
-    summary = main(["pseudo-label", "--ckpt_path", "last", "--root_dir", str(runs), "--accelerator", "cpu"])
+    summary = main(["pseudo-label", "--ckpt_path", "best", "--root_dir", str(runs), "--accelerator", "cpu"])
     report = summary["chest"]
     print(f"Shenzhen one-shot (template CHNCXR_0001_0, {report['images']} images): "
           f"pseudo-label MRE {report['pseudo']['mre']:.2f} px, "

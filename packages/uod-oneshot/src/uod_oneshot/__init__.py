@@ -12,7 +12,7 @@ from uod_oneshot.models import (
     create_ssl_model,
 )
 
-__version__ = "0.3.0"
+__version__ = "0.3.1"
 
 __all__ = [
     "DATR",

@@ -3,11 +3,14 @@
 Examples (the demo: two generated phantom domains, one template each; a CPU)::
 
     uod-oneshot ssl fit --config ssl_demo                      # stage 1: self-supervised embeddings
-    uod-oneshot pick-template --ckpt_path last                  # (optional) the most representative images
-    uod-oneshot pseudo-label --ckpt_path last                   # one-shot pseudo-labels + their report
+    uod-oneshot pick-template --ckpt_path best                  # (optional) the most representative images
+    uod-oneshot pseudo-label --ckpt_path best                   # one-shot pseudo-labels + their report
     uod-oneshot fit --config demo                               # stage 2: DATR on the pseudo-labels
-    uod-oneshot test --config demo --ckpt_path last             # MRE / SDR per domain on the test split
-    uod-oneshot predict --config demo --ckpt_path last --data.predict_root xrays/ --data.predict_domain a
+    uod-oneshot test --config demo --ckpt_path best             # MRE / SDR per domain on the test split
+    uod-oneshot predict --config demo --ckpt_path best --data.predict_root xrays/ --data.predict_domain a
+
+``--ckpt_path best`` is ``<trainer.default_root_dir>/checkpoints/best.ckpt``, the best validation epoch;
+``last.ckpt`` is the newest state, which ``fit --ckpt_path last`` (or ``ssl fit --ckpt_path last``) resumes.
 
 ``predict`` writes per-image CSV/JSON/overlay PNGs and ``summary.csv`` into
 ``<trainer.default_root_dir>/predictions/``.
@@ -44,7 +47,7 @@ def _load_stage1(
 
 
 def pseudo_label(
-    ckpt_path: str = "last",
+    ckpt_path: str = "best",
     root_dir: str = SSL_DEMO_ROOT,
     output_dir: str | None = None,
     batch_size: int = 4,
@@ -53,8 +56,10 @@ def pseudo_label(
     """Pseudo-label every unlabelled training image from each domain's template with a stage-1 model.
 
     Args:
-        ckpt_path: a stage-1 checkpoint (``uod-oneshot ssl fit``), or ``last`` for
-            ``<root_dir>/checkpoints/last.ckpt``. Its data settings (domains, templates) are reused.
+        ckpt_path: a stage-1 checkpoint (``uod-oneshot ssl fit``), ``best``
+            (``<root_dir>/checkpoints/best.ckpt``, the best validation epoch) or ``last``
+            (``<root_dir>/checkpoints/last.ckpt``, the newest). Its data settings (domains, templates) are
+            reused.
         root_dir: the stage-1 run folder (``trainer.default_root_dir`` of ``ssl fit``).
         output_dir: where ``<domain>.csv`` and ``summary.json`` go (default ``<root_dir>/pseudo_labels``).
         batch_size: images per forward pass.
@@ -78,12 +83,13 @@ def pseudo_label(
 
 
 def pick_template(
-    ckpt_path: str = "last", root_dir: str = SSL_DEMO_ROOT, batch_size: int = 4, accelerator: str = "auto"
+    ckpt_path: str = "best", root_dir: str = SSL_DEMO_ROOT, batch_size: int = 4, accelerator: str = "auto"
 ) -> dict[str, Any]:
     """Suggest each domain's most representative training image as its template (to annotate).
 
     Args:
-        ckpt_path: a stage-1 checkpoint or ``last`` (``<root_dir>/checkpoints/last.ckpt``).
+        ckpt_path: a stage-1 checkpoint, ``best`` (``<root_dir>/checkpoints/best.ckpt``, the best validation
+            epoch) or ``last`` (``<root_dir>/checkpoints/last.ckpt``, the newest).
         root_dir: the stage-1 run folder.
         batch_size: images per forward pass.
         accelerator: ``cpu``, ``gpu`` or ``auto``.

@@ -35,21 +35,21 @@ def test_cli_round_trip_fit_test_predict(tmp_path):
     data, runs = tmp_path / "demo", tmp_path / "runs"
     common = _common(data, runs)
     main(["fit", *common, "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "2"])
-    last = runs / "checkpoints" / "last.ckpt"
-    assert last.is_file() and list((runs / "checkpoints").glob("best-*.ckpt"))
+    best = runs / "checkpoints" / "best.ckpt"  # the best validation mAP, which test and predict score
+    assert (runs / "checkpoints" / "last.ckpt").is_file() and best.is_file()
     assert (data / "Data_Entry_2017.csv").is_file()  # the demo generated its data into the empty root
-    restored = LTMLModule.load_from_checkpoint(last, weights_only=True)
+    restored = LTMLModule.load_from_checkpoint(best, weights_only=True)
     assert restored.class_names[:2] == ["Atelectasis", "Cardiomegaly"] and restored.num_classes == 14
     assert restored.criterion.large_loss == "modify" and restored.criterion.num_samples.item() > 2
     assert restored.criterion.class_counts.sum().item() > 14  # the training split's counts, not placeholders
 
-    main(["test", *common, "--ckpt_path", str(last)])
+    main(["test", *common, "--ckpt_path", str(best)])
     metrics = pd.concat(pd.read_csv(p) for p in (runs / "csv").glob("version_*/metrics.csv"))
     for key in ("test/mAP", "test/auc_macro_all", "test/auc_micro_all", "test/f1_macro_all", "val/mAP"):
         assert metrics[key].notna().any(), key
     assert 0.0 <= metrics["test/mAP"].dropna().iloc[-1] <= 1.0
 
-    main(["predict", *common, "--ckpt_path", str(last), "--data.predict_root", str(data / "images")])
+    main(["predict", *common, "--ckpt_path", str(best), "--data.predict_root", str(data / "images")])
     out = runs / "predictions"
     images = sorted((data / "images").glob("*.png"))
     summary = pd.read_csv(out / "summary.csv")

@@ -3,7 +3,7 @@
     python packages/ltml-cxr/tools/compare_losses.py --seeds 0 1 2 --out runs/ltml-cxr-compare
 
 Each run is ``ltml-cxr fit --config demo --model.loss L --seed_everything S --data.seed S`` followed by
-``ltml-cxr test --ckpt_path <best>`` (model selection on the validation mAP, as in the paper), on the same
+``ltml-cxr test --ckpt_path best`` (model selection on the validation mAP, as in the paper), on the same
 generated data set. Writes ``<out>/results.csv`` (one row per run) and prints a Markdown table of the mean and
 standard deviation over seeds.
 """
@@ -30,8 +30,7 @@ def run(loss: str, seed: int, out: Path, extra: list[str]) -> dict[str, float]:
         "--trainer.enable_model_summary", "false", *extra,
     ]  # fmt: skip
     ltml_cxr(["fit", *common])
-    best = sorted((root / "checkpoints").glob("best-*.ckpt"))[-1]
-    ltml_cxr(["test", *common, "--ckpt_path", str(best)])
+    ltml_cxr(["test", *common, "--ckpt_path", "best"])  # <root>/checkpoints/best.ckpt
     logs = pd.concat(pd.read_csv(p) for p in sorted((root / "csv").glob("version_*/metrics.csv")))
     logs = logs.rename(columns={"test/mAP": "test/mAP_all"})
     last = {name: logs[f"test/{name}"].dropna().iloc[-1] for name in METRICS if f"test/{name}" in logs}

@@ -10,7 +10,7 @@ from ltml_cxr.models import (
     create_model,
 )
 
-__version__ = "0.1.1"
+__version__ = "0.1.2"
 
 __all__ = [
     "LOSS_CONFIGS",

@@ -3,9 +3,13 @@
 Examples::
 
     ltml-cxr fit --config demo                                # generated long-tailed CXR set, CPU, minutes
-    ltml-cxr test --config demo --ckpt_path last              # runs/ltml-cxr-demo/checkpoints/last.ckpt
-    ltml-cxr predict --config demo --ckpt_path last --data.predict_root my_xrays/
+    ltml-cxr test --config demo --ckpt_path best              # runs/ltml-cxr-demo/checkpoints/best.ckpt
+    ltml-cxr predict --config demo --ckpt_path best --data.predict_root my_xrays/
     ltml-cxr fit --config paper --data.root /data/mimic-cxr-jpg --model.loss anr_llm
+    ltml-cxr fit --config paper --data.root /data/mimic-cxr-jpg --ckpt_path last   # resume (newest state)
+
+``--ckpt_path best`` is the epoch with the best validation mAP (``checkpoints/best.ckpt``); ``last.ckpt`` is
+the newest state, rewritten every epoch, which ``fit --ckpt_path last`` resumes.
 
 ``predict`` writes ``<stem>.csv`` (class probabilities) per image and ``summary.csv`` into
 ``<trainer.default_root_dir>/predictions/``.

@@ -36,13 +36,14 @@ def pretrained(data_root, tmp_path_factory) -> Path:
          "--trainer.max_epochs=1", "--data.max_length=32", "--data.batch_size=4",
          "--model.window_update_every=2", *QUIET]
     )  # fmt: skip
-    ckpt = run / "checkpoints" / "last.ckpt"
+    ckpt = run / "checkpoints" / "best.ckpt"
     assert ckpt.is_file() and (data_root / "ecamp_wordpiece.json").is_file()
     return ckpt
 
 
-def test_pretraining_checkpoint_is_safe_and_keeps_the_sr_windows(pretrained):
-    raw = torch.load(pretrained, map_location="cpu", weights_only=True)
+@pytest.mark.parametrize("name", ["best.ckpt", "last.ckpt"])  # the state fine-tuned from, and resumed
+def test_pretraining_checkpoint_is_safe_and_keeps_the_sr_windows(pretrained, name):
+    raw = torch.load(pretrained.with_name(name), map_location="cpu", weights_only=True)
     assert raw["hyper_parameters"]["variant"] == "tiny"
     windows = raw["sr_windows"]
     assert windows.shape[1] == 3 and len(windows) > 0
@@ -70,7 +71,7 @@ def test_finetune_classification_fit_test_predict(pretrained, data_root, tmp_pat
     args = [f"--data.root={data_root}", f"--trainer.default_root_dir={run}", "--data.batch_size=4", *QUIET]
     main(["finetune", "fit", "--config", "finetune_demo", "--task", "cls", "--trainer.max_epochs=1",
           f"--model.pretrained={pretrained}", "--model.linear_probe=true", *args])  # fmt: skip
-    ckpt = run / "checkpoints" / "last.ckpt"
+    ckpt = run / "checkpoints" / "best.ckpt"
     tested = main(["finetune", "test", "--config", "finetune_demo", f"--ckpt_path={ckpt}", *args])
     auc = tested.trainer.callback_metrics["test/auc"]
     assert 0.0 <= float(auc) <= 1.0
@@ -94,7 +95,7 @@ def test_finetune_segmentation_fit_and_predict_masks_at_original_size(tmp_path, 
     args = [f"--data.root={root}", f"--trainer.default_root_dir={run}", "--data.batch_size=4", *QUIET]
     main(["finetune", "fit", "--config", "finetune_demo", "--task=seg", "--trainer.max_epochs=1",
           f"--model.pretrained={pretrained}", *args])  # fmt: skip
-    ckpt = run / "checkpoints" / "last.ckpt"
+    ckpt = run / "checkpoints" / "best.ckpt"
     main(["finetune", "predict", "--config", "finetune_demo", "--task", "seg", f"--ckpt_path={ckpt}",
           f"--data.predict_root={root / 'images' / '0001.png'}", *args])  # fmt: skip
     mask = np.asarray(Image.open(run / "predictions" / "0001_mask.png"))

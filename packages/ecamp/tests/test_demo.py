@@ -24,7 +24,7 @@ def probe_auc(run: Path, pretrained: Path | None) -> float:
     start = [f"--model.pretrained={pretrained}"] if pretrained else []
     args = ["--config", "finetune_demo", f"--trainer.default_root_dir={run}", *PROBE, *start, *QUIET]
     main(["finetune", "fit", *args])
-    tested = main(["finetune", "test", *args, f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
+    tested = main(["finetune", "test", *args, f"--ckpt_path={run / 'checkpoints' / 'best.ckpt'}"])
     return float(tested.trainer.callback_metrics["test/auc"])
 
 
@@ -44,7 +44,7 @@ def test_pretraining_beats_a_random_encoder_under_a_linear_probe(tmp_path, monke
     metrics = fitted.trainer.callback_metrics
     own, other = (float(metrics[f"val/mlm_entity_acc{s}"]) for s in ("", "_other_image"))
     print(f"masked-entity MLM accuracy: own image {own:.3f}, another image {other:.3f}")
-    pretrained = probe_auc(tmp_path / "probe-pre", tmp_path / "pre" / "checkpoints" / "last.ckpt")
+    pretrained = probe_auc(tmp_path / "probe-pre", tmp_path / "pre" / "checkpoints" / "best.ckpt")
     random = probe_auc(tmp_path / "probe-random", None)
     print(f"linear probe macro AUROC: pre-trained {pretrained:.3f}, random {random:.3f}")
     assert pretrained - random >= 0.1

@@ -2,7 +2,7 @@
 
 from ecamp.models import ECAMP, MODEL_CONFIGS, ViTClassifier, ViTSegmenter, create_encoder, create_model
 
-__version__ = "0.3.0"
+__version__ = "0.3.1"
 
 __all__ = [
     "ECAMP",

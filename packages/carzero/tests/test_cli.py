@@ -1,5 +1,5 @@
 """CLI round trips: fit on generated data, then predict, zeroshot, evaluate, validate and test from the
-checkpoint (`--ckpt_path last`), and the zero-shot validation AUROC checked against scikit-learn."""
+checkpoint (`--ckpt_path best`), and the zero-shot validation AUROC checked against scikit-learn."""
 
 from __future__ import annotations
 
@@ -44,12 +44,15 @@ def run_args(verb: str, root: Path, tiny_bert_dir: Path, epochs: int = 2) -> lis
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_bert_dir):
-    """A 2-epoch demo fit of the tiny model; the demo set lives under a private $MEDZOO_CACHE."""
+    """A 2-epoch demo fit of the tiny model; the demo set lives under a private $MEDZOO_CACHE.
+
+    `ckpt` is the best validation epoch (checkpoints/best.ckpt), the state `--ckpt_path best` scores.
+    """
     root = tmp_path_factory.mktemp("carzero_cli")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MEDZOO_CACHE", str(root / "cache"))
         cli = main(run_args("fit", root, tiny_bert_dir))
-        ckpt = root / "run" / "checkpoints" / "last.ckpt"
+        ckpt = root / "run" / "checkpoints" / "best.ckpt"
         assert ckpt.is_file()
         yield root, ckpt, cli
 
@@ -69,7 +72,8 @@ def test_fit_on_synthetic_data_applies_the_batch_size_schedule(trained):
     assert "val/auc" in metrics and 0.0 <= float(metrics["val/auc"]) <= 1.0
     # The best checkpoint follows the zero-shot AUROC.
     assert trainer.checkpoint_callback.monitor == "val/auc" and trainer.checkpoint_callback.mode == "max"
-    assert list((root / "run" / "checkpoints").glob("best-*.ckpt"))
+    assert (root / "run" / "checkpoints" / "best.ckpt").is_file()
+    assert (root / "run" / "checkpoints" / "last.ckpt").is_file()  # the newest state, for resuming
     # Checkpoints are loadable with weights_only=True and hold plain hyperparameters.
     raw = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert raw["hyper_parameters"]["variant"] == "tiny"
@@ -106,7 +110,7 @@ def test_validate_auc_equals_sklearn_on_the_same_outputs(trained, tiny_bert_dir)
     root, ckpt, _ = trained
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MEDZOO_CACHE", str(root / "cache"))
-        cli = main([*run_args("validate", root, tiny_bert_dir), "--ckpt_path", "last"])
+        cli = main([*run_args("validate", root, tiny_bert_dir), "--ckpt_path", "best"])
     logged = float(cli.trainer.callback_metrics["val/auc"])
     # The same images scored in-process, one at a time, and the AUROC computed by scikit-learn.
     from carzero.cli import load_module
@@ -155,7 +159,7 @@ def test_gathered_auc_drops_the_ddp_padding_and_equals_sklearn(trained):
 def test_predict_writes_scores_into_predictions(trained, tiny_bert_dir):
     root, ckpt, _ = trained
     images = demo_data(root) / "images"
-    main([*run_args("predict", root, tiny_bert_dir), "--ckpt_path", "last", f"--data.predict_root={images}"])
+    main([*run_args("predict", root, tiny_bert_dir), "--ckpt_path", "best", f"--data.predict_root={images}"])
     folder = root / "run" / "predictions"
     summary = pd.read_csv(folder / "summary.csv")
     names = sorted(p.name for p in images.glob("*.png"))
@@ -176,12 +180,12 @@ def test_predict_writes_scores_into_predictions(trained, tiny_bert_dir):
     np.testing.assert_allclose(summary.iloc[0, 1:].to_numpy(dtype=float), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_zeroshot_with_ckpt_path_last_agrees_with_predict(trained, tmp_path):
+def test_zeroshot_with_ckpt_path_best_agrees_with_predict(trained, tmp_path):
     root, _, _ = trained
     images = demo_data(root) / "images"
     output = tmp_path / "zeroshot"
     result = main(["zeroshot", "--predict_root", str(images), "--findings", ",".join(FINDINGS), "--ckpt_path",
-                   "last", "--root_dir", str(root / "run"), "--output_dir", str(output)])  # fmt: skip
+                   "best", "--root_dir", str(root / "run"), "--output_dir", str(output)])  # fmt: skip
     assert Path(result) == output / "summary.csv"
     table = pd.read_csv(output / "summary.csv")
     assert list(table.columns) == ["image", *FINDINGS]
@@ -209,7 +213,7 @@ def test_zeroshot_on_real_nih_images(trained, tmp_path, shared_data):
 def test_evaluate_chestxray14_layout_on_generated_data(trained, tmp_path):
     root, _, _ = trained
     data = demo_data(root)  # make_cxr_dataset wrote the NIH layout too: Data_Entry_2017.csv + test_list.txt
-    result = main(["evaluate", "--dataset", "chestxray14", "--root", str(data), "--ckpt_path", "last",
+    result = main(["evaluate", "--dataset", "chestxray14", "--root", str(data), "--ckpt_path", "best",
                    "--root_dir", str(root / "run"), "--output_dir", str(tmp_path)])  # fmt: skip
     saved = json.loads((tmp_path / "evaluate_chestxray14.json").read_text())
     assert saved["n_images"] == len((data / "test_list.txt").read_text().split())
@@ -229,7 +233,7 @@ def test_test_verb_reports_zero_shot_auc(trained, tiny_bert_dir):
     root, _, _ = trained
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MEDZOO_CACHE", str(root / "cache"))
-        cli = main([*run_args("test", root, tiny_bert_dir), "--ckpt_path", "last"])
+        cli = main([*run_args("test", root, tiny_bert_dir), "--ckpt_path", "best"])
     metrics = cli.trainer.callback_metrics
     assert {"test/auc", "test/auc_head", "test/auc_medium", "test/auc_tail"} <= set(metrics)
 
@@ -237,13 +241,13 @@ def test_test_verb_reports_zero_shot_auc(trained, tiny_bert_dir):
 def test_test_verb_on_an_official_test_set_equals_evaluate(trained, tiny_bert_dir, tmp_path):
     root, _, _ = trained
     data = demo_data(root)
-    args = [*run_args("test", root, tiny_bert_dir), "--ckpt_path", "last", "--data.test_set=chestxray14",
+    args = [*run_args("test", root, tiny_bert_dir), "--ckpt_path", "best", "--data.test_set=chestxray14",
             f"--data.test_root={data}"]  # fmt: skip
     cli = main(args)
     from medzoo.synthetic import NIH_FINDINGS
 
     assert cli.datamodule.test_class_names == list(NIH_FINDINGS)
-    evaluated = main(["evaluate", "--dataset", "chestxray14", "--root", str(data), "--ckpt_path", "last",
+    evaluated = main(["evaluate", "--dataset", "chestxray14", "--root", str(data), "--ckpt_path", "best",
                       "--root_dir", str(root / "run"), "--output_dir", str(tmp_path)])  # fmt: skip
     assert float(cli.trainer.callback_metrics["test/auc"]) == pytest.approx(evaluated["auc"], abs=1e-5)
 
@@ -281,9 +285,10 @@ def test_bad_inputs_give_clear_errors(trained, tmp_path):
     with pytest.raises(MedzooDataError, match="no such file"):
         main(["zeroshot", "--predict_root", str(images), "--findings", "Effusion",
               "--ckpt_path", str(tmp_path / "x.ckpt")])  # fmt: skip
-    with pytest.raises(MedzooDataError, match=r"--ckpt_path last.*no such file"):
-        main(["zeroshot", "--predict_root", str(images), "--findings", "Effusion", "--ckpt_path", "last",
-              "--root_dir", str(tmp_path)])  # fmt: skip
+    for keyword in ("best", "last"):  # a run folder without checkpoints
+        with pytest.raises(MedzooDataError, match=rf"--ckpt_path {keyword}.*no such file"):
+            main(["zeroshot", "--predict_root", str(images), "--findings", "Effusion", "--ckpt_path", keyword,
+                  "--root_dir", str(tmp_path)])  # fmt: skip
     with pytest.raises(MedzooDataError, match="no input files"):
         main(
             ["zeroshot", "--predict_root", str(tmp_path), "--findings", "Effusion", "--ckpt_path", str(ckpt)]

@@ -26,13 +26,13 @@ def test_demo_pipeline_learns_zero_shot_classification(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "carzero-pretrain-demo" / "vit_weights.safetensors").is_file()
     main(["fit", "--config", "demo", quiet])
     data = tmp_path / "cache" / "carzero" / "cxr-n640-128x128-seed0"
-    result = main(["evaluate", "--dataset", "chestxray14", "--root", str(data), "--ckpt_path", "last",
+    result = main(["evaluate", "--dataset", "chestxray14", "--root", str(data), "--ckpt_path", "best",
                    "--output_dir", str(tmp_path)])  # fmt: skip
     saved = json.loads((tmp_path / "evaluate_chestxray14.json").read_text())
     n_test = len((data / "test_list.txt").read_text().split())
     assert saved["n_images"] == n_test and saved["n_scored_classes"] >= 10
     # Issue 20: bf16 autocast changes the demo's macro AUROC by less than 0.005.
-    bf16 = main(["evaluate", "--dataset", "chestxray14", "--root", str(data), "--ckpt_path", "last",
+    bf16 = main(["evaluate", "--dataset", "chestxray14", "--root", str(data), "--ckpt_path", "best",
                  "--output_dir", str(tmp_path / "bf16"), "--precision", "bf16"])  # fmt: skip
     assert abs(bf16["auc"] - result["auc"]) < 0.005
     print(f"demo zero-shot macro AUROC {result['auc']:.3f} (fp32), {bf16['auc']:.3f} (bf16)")

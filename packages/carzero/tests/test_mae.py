@@ -128,13 +128,15 @@ def test_pretrain_cli_writes_weights_that_fit_loads(tiny_bert_dir, tmp_path, mon
           *small])  # fmt: skip
     weights = run / "vit_weights.safetensors"
     assert read_weights_metadata(weights)["variant"] == "tiny"
-    # The validation loss masks each image by its index: validating the saved checkpoint gives the value
-    # logged at the end of training (also what makes it equal under DDP).
+    # The validation loss masks each image by its index: validating the best checkpoint gives the value
+    # logged for that epoch (also what makes it equal under DDP). One epoch: the best is the last one.
     import pandas as pd
 
-    logged = pd.read_csv(run / "csv" / "version_0" / "metrics.csv")["val/loss"].dropna().iloc[-1]
+    logged = pd.read_csv(run / "csv" / "version_0" / "metrics.csv")["val/loss"].dropna()
+    assert len(logged) == 1
+    logged = logged.min()  # the monitor's best (mode min)
     main(["pretrain", "validate", "--config", "pretrain_demo", "--model.variant", "tiny", "--data.resize",
-          "37", "--data.crop", "32", f"--trainer.default_root_dir={run}", "--ckpt_path", "last",
+          "37", "--data.crop", "32", f"--trainer.default_root_dir={run}", "--ckpt_path", "best",
           *small])  # fmt: skip
     again = pd.read_csv(run / "csv" / "version_1" / "metrics.csv")["val/loss"].dropna().iloc[-1]
     assert again == pytest.approx(logged, rel=1e-5)
@@ -145,7 +147,7 @@ def test_pretrain_cli_writes_weights_that_fit_loads(tiny_bert_dir, tmp_path, mon
           f"--trainer.default_root_dir={fit_run}", *small])  # fmt: skip
     # Before any step the fit model's ViT equals the pre-trained one: check through the saved checkpoint
     # of a zero-learning-rate run instead of timing: the ViT moved by one step only, so it stays close.
-    checkpoint = load_weights(fit_run / "checkpoints" / "last.ckpt")
+    checkpoint = load_weights(fit_run / "checkpoints" / "last.ckpt")  # the newest state: after the one step
     saved = load_weights(weights)
     moved = max((checkpoint[f"model.image_encoder.vit.{k}"] - v).abs().max().item() for k, v in saved.items())
     fresh = create_image_encoder("tiny").vit.state_dict()

@@ -10,7 +10,7 @@ from carzero.models import (
     carzero_loss,
 )
 
-__version__ = "0.3.2"
+__version__ = "0.3.3"
 
 __all__ = [
     "MODEL_CONFIGS",

@@ -3,9 +3,9 @@
 Examples::
 
     carzero fit --config demo                              # synthetic CXRs + reports, CPU, offline
-    carzero predict --config demo --ckpt_path last --data.predict_root my_xrays/
-    carzero zeroshot --predict_root my_xrays/ --findings Effusion,Pneumothorax --ckpt_path last
-    carzero evaluate --dataset chestxray14 --root /data/nih --ckpt_path last
+    carzero predict --config demo --ckpt_path best --data.predict_root my_xrays/
+    carzero zeroshot --predict_root my_xrays/ --findings Effusion,Pneumothorax --ckpt_path best
+    carzero evaluate --dataset chestxray14 --root /data/nih --ckpt_path best
     carzero align-reports --input reports.csv --output reports_aligned.csv
 
 ``predict`` writes one JSON per image and ``summary.csv`` into ``<trainer.default_root_dir>/predictions/``;
@@ -200,7 +200,7 @@ def _readable_images(dataset: ImageFolderDataset, strict: bool) -> tuple[list[in
 def zeroshot(
     predict_root: Path,
     findings: list[str],
-    ckpt_path: str = "last",
+    ckpt_path: str = "best",
     output_dir: Path = Path("predictions"),
     root_dir: Path = DEMO_ROOT,
     prompts: Path | None = None,
@@ -218,12 +218,14 @@ def zeroshot(
         predict_root: an image file or a folder of chest X-rays (PNG, JPEG, DICOM, ...; searched recursively).
         findings: finding names, e.g. "Pneumonia,Effusion"; each is scored through its class prompts
             (see --prompts).
-        ckpt_path: checkpoint written by `carzero fit`, or `last` for <root_dir>/checkpoints/last.ckpt.
+        ckpt_path: checkpoint written by `carzero fit`, `best` (<root_dir>/checkpoints/best.ckpt, the best
+            validation epoch) or `last` (<root_dir>/checkpoints/last.ckpt, the newest).
         output_dir: folder written atomically: `<image>.json` ({"image", "scores": {finding: score}}) per
             image (its path relative to --predict_root) and `summary.csv` (image, then one column per
             finding). A score is the raw zero-shot logit (S_i2t + S_t2i^T)/2; higher = more likely.
             Images that cannot be read are listed in `failures.csv` (image, error) and on stderr.
-        root_dir: the run folder that `--ckpt_path last` refers to (the config's trainer.default_root_dir).
+        root_dir: the run folder that `--ckpt_path best|last` refers to (the config's
+            trainer.default_root_dir).
         prompts: YAML overriding the shipped per-class prompts
             ({default: "there is {finding}", classes: {name: prompt}}).
         text_model: text-encoder folder to use instead of the one recorded in the checkpoint.
@@ -286,7 +288,7 @@ def zeroshot(
 def evaluate(
     dataset: str,
     root: Path,
-    ckpt_path: str = "last",
+    ckpt_path: str = "best",
     output_dir: Path | None = None,
     root_dir: Path = DEMO_ROOT,
     split: str | None = None,
@@ -302,10 +304,12 @@ def evaluate(
     Args:
         dataset: one of chestxray14, chexpert, padchest, openi, chestxdet10 (released layouts; see README).
         root: the dataset folder.
-        ckpt_path: checkpoint written by `carzero fit`, or `last` for <root_dir>/checkpoints/last.ckpt.
+        ckpt_path: checkpoint written by `carzero fit`, `best` (<root_dir>/checkpoints/best.ckpt, the best
+            validation epoch) or `last` (<root_dir>/checkpoints/last.ckpt, the newest).
         output_dir: folder for `evaluate_<dataset>.json` (written atomically; default: the checkpoint's
             folder).
-        root_dir: the run folder that `--ckpt_path last` refers to (the config's trainer.default_root_dir).
+        root_dir: the run folder that `--ckpt_path best|last` refers to (the config's
+            trainer.default_root_dir).
         split: chestxray14 only: "test" (official test_list.txt, the default) or "all".
         openi_labels: openi only: "reference" (the reference's 18 labels from <automatic> terms, substring
             and synonym matching; default) or "mesh_major" (ours, from <major> terms).

@@ -40,7 +40,7 @@ def pretrained(cache, tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrain")
     main(["pretrain", "fit", "--config", "pretrain_demo", f"--trainer.default_root_dir={root}",
           "--trainer.max_epochs=1", *QUIET, *SMALL])  # fmt: skip
-    return root / "checkpoints" / "last.ckpt"
+    return root / "checkpoints" / "best.ckpt"  # the pre-training's best epoch, as the README reuses it
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +68,13 @@ def test_fit_starts_from_the_pretrained_vit_and_logs_the_metrics(trained, pretra
     metrics = cli.trainer.callback_metrics
     assert torch.isfinite(metrics["val/loss"])
     assert 0.0 <= float(metrics["val/closed_vqa_accuracy"]) <= 1.0
-    assert (root / "checkpoints" / "last.ckpt").is_file()
+    assert (root / "checkpoints" / "best.ckpt").is_file()  # what the verbs below score
+    assert (root / "checkpoints" / "last.ckpt").is_file()  # the newest state, for resuming
 
 
 def test_test_predict_generate_and_evaluate_from_the_checkpoint(trained, tmp_path):
     root, _ = trained
-    common = ["--config", "demo", f"--trainer.default_root_dir={root}", "--ckpt_path", "last", *QUIET, *SMALL]
+    common = ["--config", "demo", f"--trainer.default_root_dir={root}", "--ckpt_path", "best", *QUIET, *SMALL]
     tested = main(["test", *common])
     assert "test/loss" in tested.trainer.callback_metrics
     main(["predict", *common])
@@ -86,7 +87,8 @@ def test_test_predict_generate_and_evaluate_from_the_checkpoint(trained, tmp_pat
         (root / "predictions" / first["report_file"].replace("_report.txt", ".json")).read_text()
     )
     assert 0.0 <= record["p_yes"]["Lesion"] <= 1.0
-    # Loading the checkpoint again (generate verb) gives the same greedy text as predict did.
+    # Loading the checkpoint again (generate verb, default `--ckpt_path best`) gives the same greedy text as
+    # predict did.
     answer = main(["generate", "--volume", first["image"], "--root_dir", str(root),
                    "--output", str(tmp_path / "answer.json")])  # fmt: skip
     assert answer == text and json.loads((tmp_path / "answer.json").read_text())["answer"] == answer

@@ -18,7 +18,7 @@ from ct_vlm.models import (
     create_vision_encoder,
 )
 
-__version__ = "0.1.1"
+__version__ = "0.1.2"
 
 __all__ = [
     "CTVLM",

@@ -28,7 +28,7 @@ def load_checkpoint(
     """
     path = resolve_ckpt_path(ckpt_path, root_dir)
     if not Path(path).is_file():
-        raise MedzooDataError(path, "no such file", "a checkpoint written by `ct-vlm fit` (or 'last')")
+        raise MedzooDataError(path, "no such file", "a checkpoint written by `ct-vlm fit` (or 'best'/'last')")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
@@ -50,7 +50,7 @@ def load_checkpoint(
 def generate(
     volume: Path,
     prompt: str = REPORT_QUESTION,
-    ckpt_path: str = "last",
+    ckpt_path: str = "best",
     root_dir: Path = Path("runs/ct-vlm-demo"),
     max_new_tokens: int | None = None,
     output: Path | None = None,
@@ -62,8 +62,9 @@ def generate(
     Args:
         volume: a CT in Hounsfield units: NIfTI file, DICOM series folder, MHA/NRRD.
         prompt: the question (the model's prompt template adds the <image> placeholder).
-        ckpt_path: checkpoint of `ct-vlm fit`, or "last" (<root_dir>/checkpoints/last.ckpt).
-        root_dir: the training run's folder (for "last").
+        ckpt_path: checkpoint of `ct-vlm fit`, "best" (<root_dir>/checkpoints/best.ckpt, the best validation
+            epoch) or "last" (<root_dir>/checkpoints/last.ckpt, the newest).
+        root_dir: the training run's folder (for "best" and "last").
         max_new_tokens: generation budget (default: the model's).
         output: optional JSON file ({"volume", "prompt", "answer"}), written atomically.
         language_model: LM folder to use instead of the one recorded in the checkpoint.
@@ -92,7 +93,7 @@ def generate(
 
 
 def evaluate(
-    ckpt_path: str = "last",
+    ckpt_path: str = "best",
     root_dir: Path = Path("runs/ct-vlm-demo"),
     root: Path | None = None,
     layout: str | None = None,
@@ -107,7 +108,8 @@ def evaluate(
     BLEU/ROUGE-L, closed-VQA accuracy of the generated yes/no, diagnosis AUC/F1 from P(yes).
 
     Args:
-        ckpt_path: checkpoint of `ct-vlm fit`, or "last".
+        ckpt_path: checkpoint of `ct-vlm fit`, "best" (<root_dir>/checkpoints/best.ckpt, the best validation
+            epoch) or "last" (<root_dir>/checkpoints/last.ckpt, the newest).
         root_dir: the training run's folder; results go to <root_dir>/evaluate_<split>.json by default.
         root, layout: the dataset (default: as recorded in the checkpoint; None root = the demo set).
         split: "test" (official held-out), "val" or "train".

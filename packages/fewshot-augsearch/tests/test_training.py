@@ -78,7 +78,7 @@ def test_cli_search_fit_test_predict_round_trip(tmp_path, demo_cache, capsys):
         ]
     )
     searched = load_params(theta)
-    root = tmp_path / "run"
+    root = tmp_path / "runs" / "fewshot-augsearch-demo"  # the demo's folder, where `search` resolves `best`
     fit = main(
         [
             "fit",
@@ -93,7 +93,7 @@ def test_cli_search_fit_test_predict_round_trip(tmp_path, demo_cache, capsys):
         ]
     )
     assert fit.datamodule.params == searched  # fit trains with the searched theta
-    assert (root / "checkpoints" / "last.ckpt").is_file()
+    assert (root / "checkpoints" / "last.ckpt").is_file() and (root / "checkpoints" / "best.ckpt").is_file()
     cosine = tmp_path / "theta_cosine.yaml"
     main(
         [
@@ -105,7 +105,7 @@ def test_cli_search_fit_test_predict_round_trip(tmp_path, demo_cache, capsys):
             "--max_anchors=4",
             "--factors=[0, 2]",
             "--similarity=feature_cosine",
-            f"--ckpt_path={root / 'checkpoints' / 'last.ckpt'}",
+            "--ckpt_path=best",  # <cwd>/runs/fewshot-augsearch-demo/checkpoints/best.ckpt
             f"--output={cosine}",
         ]
     )
@@ -116,7 +116,7 @@ def test_cli_search_fit_test_predict_round_trip(tmp_path, demo_cache, capsys):
             "--config",
             "demo",
             f"--trainer.default_root_dir={root}",
-            "--ckpt_path=last",
+            "--ckpt_path=best",
             "--trainer.limit_test_batches=3",
             *FAST,
         ]
@@ -128,7 +128,7 @@ def test_cli_search_fit_test_predict_round_trip(tmp_path, demo_cache, capsys):
         "--config",
         "demo",
         f"--trainer.default_root_dir={root}",
-        "--ckpt_path=last",
+        "--ckpt_path=best",
         *FAST,
         f"--data.predict_root={demo_cache / 'imagesTr' / 'synct_001.nii.gz'}",
         f"--data.support_image={demo_cache / 'imagesTr' / 'synct_000.nii.gz'}",

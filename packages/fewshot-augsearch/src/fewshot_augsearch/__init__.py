@@ -5,7 +5,7 @@ from fewshot_augsearch.models import MODEL_CONFIGS, ALPNet, create_model
 from fewshot_augsearch.search import SearchResult, search
 from fewshot_augsearch.similarity import DISTANCES, SIMILARITIES
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"
 
 __all__ = [
     "DISTANCES",

@@ -84,7 +84,9 @@ def search(
         n_augment: augmentations per anchor crop.
         max_anchors: anchor crops for the intra-instance distribution.
         seed: seed of the augmentation draws.
-        ckpt_path: checkpoint for feature_cosine ("last" = runs/fewshot-augsearch-demo/checkpoints/last.ckpt).
+        ckpt_path: checkpoint for feature_cosine: a file, "best" (<root_dir>/checkpoints/best.ckpt, the best
+            validation epoch) or "last" (<root_dir>/checkpoints/last.ckpt, the newest); <root_dir> is
+            runs/fewshot-augsearch-demo.
         synthetic_volumes: generated scans when root is None.
     """
     data = FewShotDataModule(

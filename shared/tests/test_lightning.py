@@ -208,6 +208,11 @@ def test_resume_last_continues_global_step_and_second_run_in_same_folder(tmp_pat
     # A fresh (not resumed) run in the same folder is not refused by the config saver.
     again = run_cli(tmp_path, "--trainer.max_epochs=1", *OPT)
     assert again.trainer.global_step == 6
+    # ... and its checkpoints replace the earlier run's, so `--ckpt_path last|best` name the new run's.
+    ckpts = tmp_path / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["best.ckpt", "last.ckpt"]
+    for name in ("best.ckpt", "last.ckpt"):
+        assert torch.load(ckpts / name, weights_only=True)["global_step"] == 6, name
     assert len(list((tmp_path / "csv").glob("version_*/config.yaml"))) == 3
 
 

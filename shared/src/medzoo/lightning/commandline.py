@@ -142,6 +142,9 @@ class MedzooCLI(LightningCLI):
                 "checkpoint.save_last": True,
                 "checkpoint.save_top_k": 1,
                 "checkpoint.filename": "best",
+                # A new (not resumed) fit in a used folder replaces its last.ckpt/best.ckpt instead of
+                # writing last-v1.ckpt/best-v1.ckpt beside them, which `--ckpt_path last|best` would miss.
+                "checkpoint.enable_version_counter": False,
             }
         )
 

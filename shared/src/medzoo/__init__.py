@@ -4,6 +4,6 @@ Submodules are imported on demand (``from medzoo.io import read_image``) so that
 ``medzoo`` stays cheap; MONAI and Lightning load only where they are used.
 """
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 __all__ = ["__version__"]
